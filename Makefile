@@ -1,0 +1,33 @@
+# make demo: set up .venv, install, run the main job on the bundled defaults.
+# make test: set up .venv with the test extras (torch==2.13.0 CPU, the reference), run pytest.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python -m adain_np.demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+# Benchmarks run OpenBLAS on its native kernels: this machine's image forces
+# OPENBLAS_CORETYPE=Haswell, which slows a current NumPy (see README).
+bench: $(VENV)/.installed-test
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python -m adain_np.bench encoder step stylize
+
+clean:
+	rm -rf $(VENV) output experiments logs
