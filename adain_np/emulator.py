@@ -29,7 +29,9 @@ Execution model
     float as float64, as CuPy passes them, so ``n`` for an ``int`` parameter
     is a TypeError (use ``np.int32(n)``).
   * Dynamic shared memory above 48 KiB minus the static shared size needs
-    ``kernel.max_dynamic_shared_size_bytes`` raised first, as on the GPU.
+    ``kernel.max_dynamic_shared_size_bytes`` raised first, as on the GPU; a
+    literal ``__launch_bounds__(N)`` caps the block size at N threads.
+  * A device ``assert`` or ``__trap()`` raises EmulatorLaunchError.
   * ``sanitize=True`` (or ``ADAIN_NP_EMU_ASAN=1``) builds with
     AddressSanitizer and runs the launch in a subprocess
     (emulator_rt/asan_main.cpp) on exactly sized copies of the arrays; an
@@ -51,8 +53,11 @@ Not emulated
   * Only ``-D``, ``-U`` and ``-I`` options are passed to g++; others (``-arch``,
     ``--use_fast_math``, ``-std``) are ignored. No ``__half``, textures,
     inline PTX, cooperative groups, ``__constant__`` upload or ``printf``
-    ordering guarantees. In-process launches don't catch out-of-bounds
-    accesses; a wild write there can corrupt or crash Python.
+    ordering guarantees. A kernel can't be named like a C library function
+    (``div``, ``abs``): the host headers are in scope.
+  * In-process launches don't catch out-of-bounds accesses: a wild write can
+    corrupt or crash Python, and so does a thread overflowing its 64 KiB
+    stack (a guard page faults). Use ``sanitize=True`` to find such bugs.
 """
 
 from __future__ import annotations
@@ -231,7 +236,8 @@ class RawKernel:
     def __init__(self, code: str, name: str, options=(), *, filename: str | None = None,
                  sanitize: bool | None = None):
         self.code, self.name, self.options = code, name, tuple(options)
-        self.filename = filename or f"<source of {name}>"
+        self._given_filename = filename
+        self.filename = filename or f"<source of {name}>"  # what compiler messages name
         if sanitize is None:
             sanitize = os.environ.get("ADAIN_NP_EMU_ASAN", "") not in ("", "0")
         self.sanitize = bool(sanitize)
@@ -253,8 +259,8 @@ class RawKernel:
             return self._built[mode]
         source = self._source()
         user_flags = [o for o in self.options if o[:2] in ("-D", "-U", "-I")]
-        if self.filename and Path(self.filename).parent.is_dir():
-            user_flags.append(f"-I{Path(self.filename).parent.resolve()}")
+        if self._given_filename and Path(self._given_filename).parent.is_dir():
+            user_flags.append(f"-I{Path(self._given_filename).parent.resolve()}")  # its #includes
         key = hashlib.sha256("\0".join([_toolchain_key(), mode, self.name, source, *user_flags])
                              .encode()).hexdigest()[:32]
         out_dir = cache_dir()

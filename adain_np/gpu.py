@@ -3,6 +3,7 @@
     gpu_available() -> (bool, reason)   is there a usable CUDA GPU (CuPy, driver, device, NVRTC)?
     CupyLauncher()                      kernels/*.cu compiled by CuPy for the current GPU
     EmulatorLauncher()                  kernels/*.cu compiled by adain_np.emulator for the CPU
+    make_kernel_backend(device)         KernelBackend on "gpu" or "emulator"
     nvrtc_compile(source, filename, options) -> (binary, log)   NVRTC without a GPU
 
 Launchers give ``kernel(cu_file, name) -> callable(grid, block, args, shared_mem=0)``
@@ -17,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .kernel_backend import KernelCompileError, first_compile_error, kernel_source
+from .kernel_backend import KernelBackend, KernelCompileError, first_compile_error, kernel_source
 
 
 def __getattr__(name):
@@ -150,8 +151,11 @@ class EmulatorLauncher:
     name = "emulator"
     xp = np
 
-    def __init__(self, options=()):
+    def __init__(self, options=(), sanitize=None):
+        # sanitize=True: AddressSanitizer builds, each launch on exactly sized copies in a
+        # subprocess, so an out-of-bounds access raises (slow; None follows ADAIN_NP_EMU_ASAN).
         self.options = tuple(options)
+        self.sanitize = sanitize
         self._kernels = {}
 
     def kernel(self, cu_file, name):
@@ -160,6 +164,15 @@ class EmulatorLauncher:
         if kernel is None:
             from . import emulator
             kernel = emulator.RawKernel(kernel_source(cu_file), name, options=self.options,
-                                        filename=f"kernels/{cu_file}")
+                                        filename=f"kernels/{cu_file}", sanitize=self.sanitize)
             self._kernels[key] = kernel
         return kernel
+
+
+def make_kernel_backend(device):
+    """KernelBackend on "gpu" (CuPy; check gpu_available() first) or "emulator" (CPU)."""
+    if device == "gpu":
+        return KernelBackend(CupyLauncher())
+    if device == "emulator":
+        return KernelBackend(EmulatorLauncher())
+    raise ValueError(f"device must be 'gpu' or 'emulator', got {device!r}")

@@ -22,6 +22,7 @@ import numpy as np
 KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
 CU_FILES = ("conv2d_forward.cu", "conv2d_backward.cu", "instance_stats.cu", "adain.cu",
             "pool_upsample.cu", "adam.cu")
+MAX_ELEMENTS = 2**31 - 1  # the kernels index tensors with int
 THREADS = 256  # block size of the elementwise kernels and of every tiled conv kernel
 
 # The numbered versions of each conv kernel and their (M, column) tile, for the tests and timings.
@@ -151,21 +152,29 @@ class KernelBackend:
             raise ValueError(f"{name} must be C-contiguous")
         if ndim is not None and array.ndim != ndim:
             raise ValueError(f"{name} must have {ndim} dimensions, got shape {array.shape}")
+        if array.size > MAX_ELEMENTS:
+            raise ValueError(f"{name} has {array.size} elements; the kernels index with 32-bit ints")
         return array
 
     def _empty(self, shape):
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise ValueError(f"a {shape} buffer is too large for the kernels' 32-bit indexing")
         return self.xp.empty(shape, dtype=np.float32)
 
     # ---------------------------------------------------------------- conv
 
     @staticmethod
-    def pick_conv_version(Cout):
-        # Tiles the output channel count fills best (16, 64 or 128 rows).
-        return 2 if Cout <= 16 else (3 if Cout <= 64 else 4)
+    def pick_gemm_version(M, cols, small, medium, large, min_blocks=256):
+        """The tiled version for an (M x cols) output: the smallest tile that M fills, and the
+        128x128 tile only when it still gives min_blocks blocks (about two per SM on an H100).
 
-    @staticmethod
-    def pick_backward_version(M):
-        return 2 if M <= 64 else 3
+        An untimed guess: tools/gpu_check.sh times every version on the VGG shapes.
+        """
+        if small is not None and M <= 16:
+            return small
+        if M > 64 and math.ceil(M / 128) * math.ceil(cols / 128) >= min_blocks:
+            return large
+        return medium
 
     def conv_forward(self, x, w, b, reflect_pad, relu, version=None):
         # x (N, Cin, H, W), w (Cout, Cin, k, k), b (Cout,) -> y (N, Cout, H, W)
@@ -181,7 +190,8 @@ class KernelBackend:
                              f"reflect_pad={reflect_pad}")
         if reflect_pad and (H < 2 or W < 2):
             raise ValueError(f"reflection pad 1 needs H and W > 1, got {H}x{W}")
-        version = version or self.conv_version or self.pick_conv_version(Cout)
+        version = (version or self.conv_version
+                   or self.pick_gemm_version(Cout, N * H * W, small=2, medium=3, large=4))
         y = self._empty((N, Cout, H, W))
         args = (x, w, b, y, _i32(N), _i32(Cin), _i32(H), _i32(W), _i32(Cout), _i32(k),
                 _i32(bool(relu)))
@@ -223,7 +233,8 @@ class KernelBackend:
 
     def _conv_backward_data(self, dy, mask, w, dims, version):
         N, Cin, H, W, Cout, k, relu = (int(d) for d in dims)
-        version = version or self.backward_data_version or self.pick_backward_version(Cin)
+        version = (version or self.backward_data_version
+                   or self.pick_gemm_version(Cin, N * (H + k - 1) * (W + k - 1), None, 2, 3))
         dx = self._empty((N, Cin, H, W))
         tile = CONV_BACKWARD_DATA_TILES[version]
         if tile is None:
@@ -231,7 +242,7 @@ class KernelBackend:
                          _blocks(N * Cin * H * W), (THREADS,), (dy, mask, w, dx) + dims)
             return dx
         Hp, Wp = H + k - 1, W + k - 1
-        # For k = 1 the "padded" gradient is dx itself.
+        # The gradient of the padded input, (N, Cin, H+2, W+2); for k = 1 it is dx itself.
         dxp = dx if k == 1 else self._empty((N, Cin, Hp, Wp))
         grid = (math.ceil(N * Hp * Wp / tile[1]), math.ceil(Cin / tile[0]))
         self._launch("conv2d_backward.cu", f"conv2d_backward_data_v{version}", grid, (THREADS,),
@@ -244,7 +255,9 @@ class KernelBackend:
 
     def _conv_backward_weight(self, dy, mask, x, dims, version):
         N, Cin, H, W, Cout, k, relu = (int(d) for d in dims)
-        version = version or self.backward_weight_version or self.pick_backward_version(Cout)
+        # Split-K supplies the blocks here, so only the tile's fill matters.
+        version = (version or self.backward_weight_version
+                   or self.pick_gemm_version(Cout, Cin * k * k, None, 2, 3, min_blocks=0))
         dw = self._empty((Cout, Cin, k, k))
         tile = CONV_BACKWARD_WEIGHT_TILES[version]
         if tile is None:
@@ -256,7 +269,7 @@ class KernelBackend:
         pixels = N * H * W
         splits, k_chunk = self.split_k(math.ceil(Cout / bm) * math.ceil(cols / bn), pixels, bk,
                                        min_chunk=self.split_k_min_chunk)
-        part = dw if splits == 1 else self._empty((splits, Cout, Cin, k, k))
+        part = dw if splits == 1 else self._empty((splits, Cout, Cin, k, k))  # per-split dw
         grid = (math.ceil(cols / bn), math.ceil(Cout / bm), splits)
         self._launch("conv2d_backward.cu", f"conv2d_backward_weight_v{version}", grid,
                      (THREADS,), (dy, mask, x, part) + dims + (_i32(k_chunk),))

@@ -86,7 +86,7 @@ def maxpool2d_forward(x):
         candidate = padded[:, :, dy::2, dx::2]
         better = candidate > out
         xp.copyto(out, candidate, where=better)
-        argmax[better] = k
+        xp.copyto(argmax, xp.uint8(k), where=better)  # masked copy: boolean indexing is ~10x slower
     return out, (x.shape, argmax)
 
 

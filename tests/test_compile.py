@@ -110,3 +110,20 @@ def test_cli_rejects_a_bad_arch(capsys):
     from adain_np.cli import run_cli
     assert run_cli(compile_check.main, ["--arch", "ampere"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_spills_are_detected_in_a_ptxas_report():
+    # The format ptxas -v prints (the real reports above have no spills to show this).
+    log = ("ptxas info    : Compiling entry function 'conv2d_forward_v4' for 'sm_90'\n"
+           "ptxas info    : Function properties for conv2d_forward_v4\n"
+           "ptxas         .     64 bytes stack frame, 124 bytes spill stores, 120 bytes spill loads\n"
+           "ptxas info    : Used 128 registers, used 1 barriers, 8448 bytes smem\n"
+           "ptxas info    : Compiling entry function 'conv2d_forward_v1' for 'sm_90'\n"
+           "ptxas info    : Function properties for conv2d_forward_v1\n"
+           "ptxas         .     0 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads\n"
+           "ptxas info    : Used 32 registers, used 0 barriers\x00")
+    reports = compile_check.parse_ptxas_log(log, "conv2d_forward.cu")
+    assert [(r.kernel, r.registers, r.spill_stores, r.spill_loads, r.stack_bytes, r.smem_bytes)
+            for r in reports] == [("conv2d_forward_v4", 128, 124, 120, 64, 8448),
+                                  ("conv2d_forward_v1", 32, 8, 8, 0, 0)]
+    assert [r.kernel for r in compile_check.spilling(reports)] == ["conv2d_forward_v4"]

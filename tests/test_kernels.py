@@ -165,6 +165,27 @@ def test_conv_default_versions_and_relu_mask(backend):
     assert np.abs(dx_linear - dx_ref).max() > 0.1
 
 
+@pytest.mark.slow
+def test_conv_kernels_stay_in_bounds_under_asan():
+    # Clamped tile rows/columns and the reflection arithmetic must never read outside the
+    # tensors; a plain run would read neighbouring memory silently. AddressSanitizer on
+    # exactly sized copies turns such a read into an error. (Emulator only: no GPU here.)
+    backend = KernelBackend(gpu.EmulatorLauncher(sanitize=True))
+    shape = (2, 5, 7, 9, 7, 3)
+    N, _, _, H, W, _ = shape
+    (x, w, b, dy), y_ref, (dx_ref, dw_ref, db_ref) = conv_case(shape, True)
+    for version in sorted(CONV_FORWARD_TILES):
+        y, cache = backend.conv_forward(x, w, b, True, True, version=version)
+        assert_close(y, y_ref, f"conv2d_forward_v{version}")
+    backend.split_k_min_chunk = 16  # several splits: sum_splits runs too
+    for version in sorted(CONV_BACKWARD_DATA_TILES):
+        dx, dw, db = backend.conv_backward(dy, cache, data_version=version,
+                                           weight_version=version, bias_version=min(version, 2))
+        assert_close(dx, dx_ref, "dx")
+        assert_close(dw, dw_ref, "dw")
+        assert_close(db, db_ref, "db")
+
+
 def test_conv_rejects_bad_inputs(backend):
     x = backend.asarray(np.zeros((1, 2, 4, 4)))
     w = backend.asarray(np.zeros((3, 2, 3, 3)))

@@ -198,14 +198,6 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, fmt, payload):
     assert not marker.exists()
 
 
-def test_refuses_other_torch_globals(tmp_path):
-    # torch.load(weights_only=False) would call any torch function; we allow only the rebuilders.
-    path = tmp_path / "evil.pth"
-    torch.save({"x": RunsCommand(torch.manual_seed, 5)}, path)
-    with pytest.raises(CheckpointError, match="refused to load global 'torch"):
-        load_state_dict(path)
-
-
 # ---------------------------------------------------------------- damaged and foreign files
 
 def saved_bytes(fmt, tmp_path):
@@ -261,6 +253,23 @@ def rewrite_zip(source, target, edit):
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
         for name in src.namelist():
             dst.writestr(name, edit(name, src.read(name)))
+
+
+def test_refuses_other_torch_globals(tmp_path):
+    # torch.load(weights_only=False) would call any torch function; we allow only the rebuilders.
+    # Edit a real file's pickle (not pickle a torch function here: other tests may patch those).
+    source = torch_save({"w": torch.zeros(2)}, tmp_path / "src.pth", "zip")
+    target = tmp_path / "evil.pth"
+
+    def edit(name, data):
+        if name.endswith("data.pkl"):
+            assert data.count(b"ccollections\nOrderedDict\n") == 1
+            return data.replace(b"ccollections\nOrderedDict\n", b"ctorch\nload\n")
+        return data
+
+    rewrite_zip(source, target, edit)
+    with pytest.raises(CheckpointError, match="refused to load global 'torch.load'"):
+        load_state_dict(target)
 
 
 def test_storage_shorter_than_declared(tmp_path):
