@@ -215,7 +215,7 @@ class KernelBackend:
             raise ValueError(f"dy shape {dy.shape} does not match the output {(N, Cout, H, W)}")
         relu = y is not None
         mask = y if relu else dy  # not read when relu == 0, but must be a valid pointer
-        dims = (_i32(N), _i32(Cin), _i32(H), _i32(W), _i32(Cout), _i32(k), _i32(relu))
+        dims = (N, Cin, H, W, Cout, k, int(relu))
         dx = dw = db = None
         if need_dx:
             dx = self._conv_backward_data(dy, mask, w, dims, data_version)
@@ -232,7 +232,8 @@ class KernelBackend:
         return dx, dw, db
 
     def _conv_backward_data(self, dy, mask, w, dims, version):
-        N, Cin, H, W, Cout, k, relu = (int(d) for d in dims)
+        N, Cin, H, W, Cout, k, _ = dims
+        dims = tuple(_i32(d) for d in dims)
         version = (version or self.backward_data_version
                    or self.pick_gemm_version(Cin, N * (H + k - 1) * (W + k - 1), None, 2, 3))
         dx = self._empty((N, Cin, H, W))
@@ -254,7 +255,8 @@ class KernelBackend:
         return dx
 
     def _conv_backward_weight(self, dy, mask, x, dims, version):
-        N, Cin, H, W, Cout, k, relu = (int(d) for d in dims)
+        N, Cin, H, W, Cout, k, _ = dims
+        dims = tuple(_i32(d) for d in dims)
         # Split-K supplies the blocks here, so only the tile's fill matters.
         version = (version or self.backward_weight_version
                    or self.pick_gemm_version(Cout, Cin * k * k, None, 2, 3, min_blocks=0))
@@ -412,3 +414,12 @@ class KernelBackend:
         self._launch("adam.cu", "adam_step", _blocks(param.size), (THREADS,),
                      (param, grad, m, v, _i32(param.size), _f32(1 - beta1), _f32(beta2),
                       _f32(1 - beta2), _f32(eps), _f32(step_size), _f32(bias_correction2_sqrt)))
+
+
+def make_backend(device):
+    """A KernelBackend for "gpu" (CuPy) or "emulator" (the CPU emulator), or NumpyBackend for "cpu"."""
+    if device == "cpu":
+        from .backend import NumpyBackend
+        return NumpyBackend()
+    from .gpu import make_kernel_backend
+    return make_kernel_backend(device)

@@ -70,8 +70,10 @@ class Net:
         self.backend = backend or NumpyBackend()
         b = self.backend
         # Modules after relu4_1 (index 30) are not part of the encoder and are dropped.
-        self.vgg_params = {k: b.asarray(vgg_params[k]) for k in ENCODER_SHAPES}
-        self.decoder_params = {k: b.asarray(decoder_params[k]) for k in DECODER_SHAPES}
+        # Copies, as torch's load_state_dict makes: training updates these in place and
+        # must not write into the caller's dicts.
+        self.vgg_params = {k: b.asarray(vgg_params[k]).copy() for k in ENCODER_SHAPES}
+        self.decoder_params = {k: b.asarray(decoder_params[k]).copy() for k in DECODER_SHAPES}
         self._saved = None
 
     # --- the three networks of net.py -------------------------------------------------

@@ -35,6 +35,8 @@
 //   conv2d_backward_weight_v3 the same with a 128x128 tile, 8x8 per thread, k_chunk a
 //                             multiple of 8. grid (ceil(Cin*K*K / 128), ceil(Cout / 128), splits).
 //   sum_splits                out[i] = sum_s part[s*count + i]  (part, out, splits, count).
+// The tiled versions use the GEMM core of conv_gemm_tile.cuh with __launch_bounds__(256, 3)
+// for 64x64 tiles and (256, 2) for 128x128 tiles, without spills (compile_check).
 // Backward-bias: db[co] = sum over n, h, w of dz.
 //   conv2d_backward_bias_v1   one thread per channel. (dy, y, db, N, Cout, HW, relu)
 //   conv2d_backward_bias_v2   one block per channel, strided sums merged with warp shuffles.
@@ -161,10 +163,6 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
     const int n0 = blockIdx.x * BN;
 
     float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
     gemm_tile<BM, BN, BK, TM, TN, false>(ld, As, Bs, m0, n0, 0, Cout * KSIZE * KSIZE, acc);
 
     const int tx = threadIdx.x % TX;
@@ -183,22 +181,23 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
     }
 }
 
-#define CONV2D_BACKWARD_DATA_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)                                \
-    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS) NAME(const float* __restrict__ dy,                          \
-                                    const float* __restrict__ y,                           \
-                                    const float* __restrict__ w,                           \
-                                    float* __restrict__ dxp,                               \
-                                    int N, int Cin, int H, int W, int Cout,                \
-                                    int ksize, int relu)                                   \
-    {                                                                                      \
-        __shared__ float As[BK * (BM + GEMM_PAD)];                                         \
-        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                         \
-        if (ksize == 3)                                                                    \
-            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 3>(As, Bs, dy, y, w, dxp,        \
-                                                             N, Cin, H, W, Cout, relu);    \
-        else                                                                               \
-            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 1>(As, Bs, dy, y, w, dxp,        \
-                                                             N, Cin, H, W, Cout, relu);    \
+#define CONV2D_BACKWARD_DATA_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)                 \
+    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)      \
+    NAME(const float* __restrict__ dy,                                                   \
+         const float* __restrict__ y,                                                    \
+         const float* __restrict__ w,                                                    \
+         float* __restrict__ dxp,                                                        \
+         int N, int Cin, int H, int W, int Cout,                                         \
+         int ksize, int relu)                                                            \
+    {                                                                                    \
+        __shared__ float As[BK * (BM + GEMM_PAD)];                                       \
+        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                       \
+        if (ksize == 3)                                                                  \
+            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 3>(As, Bs, dy, y, w, dxp,      \
+                                                             N, Cin, H, W, Cout, relu);  \
+        else                                                                             \
+            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 1>(As, Bs, dy, y, w, dxp,      \
+                                                             N, Cin, H, W, Cout, relu);  \
     }
 
 CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v2, 64, 64, 16, 4, 4, 3)
@@ -331,10 +330,6 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
     const int k_end = min(Kdim, k_begin + k_chunk);
 
     float acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
     gemm_tile<BM, BN, BK, TM, TN, true>(ld, As, Bs, m0, n0, k_begin, k_end, acc);
 
     float* out = part + (size_t)blockIdx.z * Cout * Ncols;
@@ -352,22 +347,23 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
     }
 }
 
-#define CONV2D_BACKWARD_WEIGHT_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)                              \
-    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS) NAME(const float* __restrict__ dy,                          \
-                                    const float* __restrict__ y,                           \
-                                    const float* __restrict__ x,                           \
-                                    float* __restrict__ part,                              \
-                                    int N, int Cin, int H, int W, int Cout,                \
-                                    int ksize, int relu, int k_chunk)                      \
-    {                                                                                      \
-        __shared__ float As[BK * (BM + GEMM_PAD)];                                         \
-        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                         \
-        if (ksize == 3)                                                                    \
-            conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 3>(                            \
-                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);                \
-        else                                                                               \
-            conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 1>(                            \
-                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);                \
+#define CONV2D_BACKWARD_WEIGHT_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)           \
+    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)  \
+    NAME(const float* __restrict__ dy,                                               \
+         const float* __restrict__ y,                                                \
+         const float* __restrict__ x,                                                \
+         float* __restrict__ part,                                                   \
+         int N, int Cin, int H, int W, int Cout,                                     \
+         int ksize, int relu, int k_chunk)                                           \
+    {                                                                                \
+        __shared__ float As[BK * (BM + GEMM_PAD)];                                   \
+        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                   \
+        if (ksize == 3)                                                              \
+            conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 3>(                      \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
+        else                                                                         \
+            conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 1>(                      \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
     }
 
 CONV2D_BACKWARD_WEIGHT_TILED(conv2d_backward_weight_v2, 64, 64, 16, 4, 4, 3)

@@ -2,7 +2,7 @@
 // (conv2d_forward.cu v2-v4, conv2d_backward.cu v2-v3). Included textually by
 // adain_np.kernel_backend.kernel_source, so NVRTC and the CPU emulator both see one file.
 //
-// gemm_tile adds to acc one BM x BN tile of C = A * B (A: M x Kdim, B: Kdim x Ncols),
+// gemm_tile computes into acc one BM x BN tile of C = A * B (A: M x Kdim, B: Kdim x Ncols),
 // summing k over [k_begin, k_end). A and B are never materialised (implicit GEMM):
 // a Loader maps an element to global memory and returns 0 outside the matrices.
 //
@@ -73,6 +73,11 @@ __device__ __forceinline__ void gemm_tile(const Loader& ld, float* As, float* Bs
         }
         bctx[i] = ld.b_ctx(n0 + b_n[i]);
     }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
 
     float a_next[A_LOADS], b_next[B_LOADS];
 #pragma unroll
