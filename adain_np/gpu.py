@@ -172,6 +172,9 @@ class EmulatorLauncher:
 def make_kernel_backend(device):
     """KernelBackend on "gpu" (CuPy; check gpu_available() first) or "emulator" (CPU)."""
     if device == "gpu":
+        ok, reason = gpu_available()
+        if not ok:
+            raise RuntimeError(f"no usable GPU: {reason}")
         return KernelBackend(CupyLauncher())
     if device == "emulator":
         return KernelBackend(EmulatorLauncher())

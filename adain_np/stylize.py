@@ -190,8 +190,11 @@ def existing_file(path, flag):
 
 
 def resolve_inputs(args):
-    """(content paths, style paths, from_folder flags, mode) where mode is
-    'single' (each content with each style), 'interpolation' or 'mask'."""
+    """(contents, contents_in_folder, styles, styles_in_folder, mode, weights).
+
+    mode is 'single' (each content with each style), 'interpolation' (weights: one per
+    style, summing to 1) or 'mask'; weights is None except for interpolation.
+    """
     if not (args.content or args.content_dir or args.style or args.style_dir):
         content, style = (_sample(name, kind) for name, kind in zip(DEFAULT_SAMPLES, ("content", "style")))
         say(f"no --content/--style given: using the bundled samples {os.path.basename(content)}"
