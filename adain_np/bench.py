@@ -7,6 +7,9 @@ and in the tests (``pip install -e '.[test]'``).
     encoder   forward of the VGG encoder (to relu4_1) on 1x3x512x512
     step      one training step (forward + backward of Net) at 8x3x256x256
     stylize   style_transfer on a 512x512 content and style
+
+``python -m adain_np.bench --device gpu`` runs adain_np.bench_gpu instead: every CUDA
+conv kernel version against cuDNN, the whole training step and stylize, peak memory.
 """
 import argparse
 import json
@@ -108,11 +111,18 @@ def _measure(side, workload, args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--device" in argv and argv[argv.index("--device") + 1:][:1] == ["gpu"] and "--worker" not in argv:
+        # The GPU benchmark (every conv kernel version vs cuDNN, the step, stylize, memory)
+        # has its own flags: see python -m adain_np.bench_gpu --help.
+        from . import bench_gpu
+        return bench_gpu.main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workloads", nargs="*", help=f"any of {sorted(WORKLOADS)}; default: encoder step")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=0, help="timed runs (after one warm-up)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                        help="gpu: run adain_np.bench_gpu (kernels vs cuDNN) instead")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["ours", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)

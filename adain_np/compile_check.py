@@ -21,8 +21,9 @@ OPTIONS = ("-std=c++17", "--ptxas-options=-v")
 # Kernels whose speed rests on keeping the register tile in registers: a spill is a bug.
 MUST_NOT_SPILL = frozenset({
     "conv2d_forward_v2", "conv2d_forward_v3", "conv2d_forward_v4",
-    "conv2d_backward_data_v2", "conv2d_backward_data_v3",
-    "conv2d_backward_weight_v2", "conv2d_backward_weight_v3",
+    "conv2d_backward_data_v2", "conv2d_backward_data_v3", "conv2d_backward_data_v4",
+    "conv2d_backward_weight_v2", "conv2d_backward_weight_v3", "conv2d_backward_weight_v4",
+    "conv2d_backward_weight_v5", "conv2d_backward_weight_v6", "conv2d_backward_weight_v7",
     "instance_mean_std_v2", "conv2d_backward_bias_v2",
 })
 

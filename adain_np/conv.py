@@ -33,6 +33,26 @@ def _block_rows(C, k, Wo, Ho, itemsize):
     return int(max(1, min(Ho, BLOCK_BYTES // (C * k * k * Wo * itemsize))))
 
 
+def _column_blocks(x, k, Ho, Wo):
+    """Yield (n, row0, R, cols) over images and blocks of output rows.
+
+    cols: (C*k*k, R*Wo), the im2col of rows row0..row0+R of image n. For k=1 it is a
+    view of x itself; otherwise it lives in the shared workspace, valid until the next yield.
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    rows = _block_rows(C, k, Wo, Ho, x.dtype.itemsize)
+    buf = _workspace(xp, x.dtype, C * k * k * rows * Wo) if k > 1 else None
+    for n in range(N):
+        for row0 in range(0, Ho, rows):
+            r = min(rows, Ho - row0)
+            if k == 1:
+                cols = x[n].reshape(C, H * W)[:, row0 * W:(row0 + r) * W]
+            else:
+                cols = _im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])
+            yield n, row0, r, cols
+
+
 def _im2col_rows(x_n, k, row0, rows, Wo, buf):
     # x_n: (C, H, W) -> cols: (C*k*k, R*Wo), ordered (c, ky, kx) like w.reshape(F, C*k*k)
     C = x_n.shape[0]
@@ -57,22 +77,13 @@ def conv2d_valid(x, w, b=None, relu=False, out=None):
     y = xp.empty((N, F, Ho, Wo), dtype=x.dtype) if out is None else out
     w_mat = w.reshape(F, C * k * k)                                  # (F, C*k*k)
     bias = None if b is None else b.reshape(F, 1)                    # (F, 1)
-    rows = _block_rows(C, k, Wo, Ho, x.dtype.itemsize)
-    buf = _workspace(xp, x.dtype, C * k * k * rows * Wo) if k > 1 else None
-    for n in range(N):
-        y_n = y[n].reshape(F, Ho * Wo)                               # (F, Ho*Wo)
-        for row0 in range(0, Ho, rows):
-            r = min(rows, Ho - row0)
-            if k == 1:
-                cols = x[n].reshape(C, H * W)[:, row0 * W:(row0 + r) * W]
-            else:
-                cols = _im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])
-            y_block = y_n[:, row0 * Wo:(row0 + r) * Wo]              # (F, R*Wo)
-            xp.matmul(w_mat, cols, out=y_block)
-            if bias is not None:
-                y_block += bias
-            if relu:
-                xp.maximum(y_block, 0, out=y_block)
+    for n, row0, r, cols in _column_blocks(x, k, Ho, Wo):
+        y_block = y[n].reshape(F, Ho * Wo)[:, row0 * Wo:(row0 + r) * Wo]  # (F, R*Wo)
+        xp.matmul(w_mat, cols, out=y_block)
+        if bias is not None:
+            y_block += bias
+        if relu:
+            xp.maximum(y_block, 0, out=y_block)
     return y
 
 
@@ -83,18 +94,10 @@ def conv2d_weight_grad(x, dy, k):
     F, Ho, Wo = dy.shape[1:]
     dw = xp.zeros((F, C * k * k), dtype=x.dtype)                     # (F, C*k*k)
     partial = xp.empty_like(dw)
-    rows = _block_rows(C, k, Wo, Ho, x.dtype.itemsize)
-    buf = _workspace(xp, x.dtype, C * k * k * rows * Wo) if k > 1 else None
-    for n in range(N):
-        dy_n = dy[n].reshape(F, Ho * Wo)
-        for row0 in range(0, Ho, rows):
-            r = min(rows, Ho - row0)
-            if k == 1:
-                cols = x[n].reshape(C, H * W)[:, row0 * W:(row0 + r) * W]
-            else:
-                cols = _im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])
-            xp.matmul(dy_n[:, row0 * Wo:(row0 + r) * Wo], cols.T, out=partial)
-            dw += partial
+    for n, row0, r, cols in _column_blocks(x, k, Ho, Wo):
+        dy_block = dy[n].reshape(F, Ho * Wo)[:, row0 * Wo:(row0 + r) * Wo]  # (F, R*Wo)
+        xp.matmul(dy_block, cols.T, out=partial)
+        dw += partial
     return dw.reshape(F, C, k, k)
 
 

@@ -27,8 +27,14 @@ THREADS = 256  # block size of the elementwise kernels and of every tiled conv k
 
 # The numbered versions of each conv kernel and their (M, column) tile, for the tests and timings.
 CONV_FORWARD_TILES = {1: None, 2: (16, 16), 3: (64, 64), 4: (128, 128)}
-CONV_BACKWARD_DATA_TILES = {1: None, 2: (64, 64), 3: (128, 128)}
-CONV_BACKWARD_WEIGHT_TILES = {1: None, 2: (64, 64, 16), 3: (128, 128, 8)}  # (M, N, BK)
+# (M, N, threads). v4: an 8-row tile for Cin <= 8 (conv1_1's backward-data).
+CONV_BACKWARD_DATA_TILES = {1: None, 2: (64, 64, 256), 3: (128, 128, 256), 4: (8, 128, 64)}
+# (M, N, BK, threads). v4-v7 use the stepping core (gemm_tile_kstep): v4 128x128; v5 64x128
+# for Cout <= 64; v6 64x32 for Cin*k*k <= 32 (conv1_1); v7 8x128 for Cout <= 8 (last decoder conv).
+CONV_BACKWARD_WEIGHT_TILES = {1: None, 2: (64, 64, 16, 256), 3: (128, 128, 8, 256),
+                              4: (128, 128, 8, 256), 5: (64, 128, 8, 128),
+                              6: (64, 32, 16, 128), 7: (8, 128, 8, 64)}
+CONV_OPS = ("forward", "bwd_data", "bwd_weight")
 CONV_BACKWARD_BIAS_VERSIONS = (1, 2)
 INSTANCE_STATS_VERSIONS = (1, 2)
 
@@ -106,19 +112,25 @@ class KernelBackend:
 
     conv_version / backward_data_version / backward_weight_version: None picks by shape
     (the fastest version we expect for it); an int forces that version (tests, timings).
+    tuned_versions: optional {(op, Cin, Cout, H, W, k): version}, op in CONV_OPS, consulted
+    before the shape rule (e.g. the per-shape winners that adain_np.bench_gpu measured).
     """
 
     dtype = np.dtype(np.float32)
     split_k_min_chunk = 1024  # pixels summed by one backward-weight block at least
 
     def __init__(self, launcher, conv_version=None, backward_data_version=None,
-                 backward_weight_version=None):
+                 backward_weight_version=None, tuned_versions=None):
         self.launcher = launcher
         self.name = launcher.name
         self.xp = launcher.xp
         self.conv_version = conv_version
         self.backward_data_version = backward_data_version
         self.backward_weight_version = backward_weight_version
+        self.tuned_versions = dict(tuned_versions or {})
+
+    def _tuned(self, op, Cin, Cout, H, W, k):
+        return self.tuned_versions.get((op, int(Cin), int(Cout), int(H), int(W), int(k)))
 
     # ---------------------------------------------------------------- plumbing
 
@@ -176,6 +188,28 @@ class KernelBackend:
             return large
         return medium
 
+    # The shape rules below follow the H200 measurements in kernels/PERF.md ("Round 2"):
+    # the winner per VGG shape at batch 8, 256^2, generalised by the dimension that decided it.
+    @classmethod
+    def pick_forward_version(cls, Cout, pixels):
+        if Cout <= 8:   # the decoder's last conv (64 -> 3): a tile would be mostly empty
+            return 1
+        return cls.pick_gemm_version(Cout, pixels, small=2, medium=3, large=4, min_blocks=128)
+
+    @classmethod
+    def pick_backward_data_version(cls, Cin, padded_pixels):
+        if Cin <= 8:    # conv1_1's input (3 channels): the 8-row tile
+            return 4
+        return cls.pick_gemm_version(Cin, padded_pixels, None, 2, 3)
+
+    @staticmethod
+    def pick_backward_weight_version(Cout, cols):
+        if Cout <= 8:   # 8-row tile
+            return 7
+        if cols < 64:   # Cin*k*k = 27 for conv1_1: the narrow-column tile
+            return 6
+        return 4        # pixel index stepped, not divided; double-buffered shared memory
+
     def conv_forward(self, x, w, b, reflect_pad, relu, version=None):
         # x (N, Cin, H, W), w (Cout, Cin, k, k), b (Cout,) -> y (N, Cout, H, W)
         self._check(x, "x", 4)
@@ -190,8 +224,8 @@ class KernelBackend:
                              f"reflect_pad={reflect_pad}")
         if reflect_pad and (H < 2 or W < 2):
             raise ValueError(f"reflection pad 1 needs H and W > 1, got {H}x{W}")
-        version = (version or self.conv_version
-                   or self.pick_gemm_version(Cout, N * H * W, small=2, medium=3, large=4))
+        version = (version or self.conv_version or self._tuned("forward", Cin, Cout, H, W, k)
+                   or self.pick_forward_version(Cout, N * H * W))
         y = self._empty((N, Cout, H, W))
         args = (x, w, b, y, _i32(N), _i32(Cin), _i32(H), _i32(W), _i32(Cout), _i32(k),
                 _i32(bool(relu)))
@@ -235,7 +269,8 @@ class KernelBackend:
         N, Cin, H, W, Cout, k, _ = dims
         dims = tuple(_i32(d) for d in dims)
         version = (version or self.backward_data_version
-                   or self.pick_gemm_version(Cin, N * (H + k - 1) * (W + k - 1), None, 2, 3))
+                   or self._tuned("bwd_data", Cin, Cout, H, W, k)
+                   or self.pick_backward_data_version(Cin, N * (H + k - 1) * (W + k - 1)))
         dx = self._empty((N, Cin, H, W))
         tile = CONV_BACKWARD_DATA_TILES[version]
         if tile is None:
@@ -246,7 +281,7 @@ class KernelBackend:
         # The gradient of the padded input, (N, Cin, H+2, W+2); for k = 1 it is dx itself.
         dxp = dx if k == 1 else self._empty((N, Cin, Hp, Wp))
         grid = (math.ceil(N * Hp * Wp / tile[1]), math.ceil(Cin / tile[0]))
-        self._launch("conv2d_backward.cu", f"conv2d_backward_data_v{version}", grid, (THREADS,),
+        self._launch("conv2d_backward.cu", f"conv2d_backward_data_v{version}", grid, (tile[2],),
                      (dy, mask, w, dxp) + dims)
         if k == 3:
             self._launch("conv2d_backward.cu", "conv2d_backward_fold_reflect",
@@ -259,14 +294,15 @@ class KernelBackend:
         dims = tuple(_i32(d) for d in dims)
         # Split-K supplies the blocks here, so only the tile's fill matters.
         version = (version or self.backward_weight_version
-                   or self.pick_gemm_version(Cout, Cin * k * k, None, 2, 3, min_blocks=0))
+                   or self._tuned("bwd_weight", Cin, Cout, H, W, k)
+                   or self.pick_backward_weight_version(Cout, Cin * k * k))
         dw = self._empty((Cout, Cin, k, k))
         tile = CONV_BACKWARD_WEIGHT_TILES[version]
         if tile is None:
             self._launch("conv2d_backward.cu", "conv2d_backward_weight_v1",
                          _blocks(Cout * Cin * k * k), (THREADS,), (dy, mask, x, dw) + dims)
             return dw
-        bm, bn, bk = tile
+        bm, bn, bk, threads = tile
         cols = Cin * k * k
         pixels = N * H * W
         splits, k_chunk = self.split_k(math.ceil(Cout / bm) * math.ceil(cols / bn), pixels, bk,
@@ -274,7 +310,7 @@ class KernelBackend:
         part = dw if splits == 1 else self._empty((splits, Cout, Cin, k, k))  # per-split dw
         grid = (math.ceil(cols / bn), math.ceil(Cout / bm), splits)
         self._launch("conv2d_backward.cu", f"conv2d_backward_weight_v{version}", grid,
-                     (THREADS,), (dy, mask, x, part) + dims + (_i32(k_chunk),))
+                     (threads,), (dy, mask, x, part) + dims + (_i32(k_chunk),))
         if splits > 1:
             count = Cout * cols
             self._launch("conv2d_backward.cu", "sum_splits", _blocks(count), (THREADS,),

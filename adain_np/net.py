@@ -1,12 +1,13 @@
 """pytorch-AdaIN's Net: a frozen VGG encoder, a trainable decoder, and the two losses.
 
 The networks are walked from the layer tables in params.py. A reflection pad, the
-conv after it and the ReLU after that run as one backend call, so no padded copy
-or separate ReLU pass is made; the results equal the three torch modules.
+conv after it and the ReLU after that run as one backend call: the CUDA kernels fold
+the padding into their indexing, NumPy pads into a temporary it does not keep, and
+both apply the ReLU while the output block is hot. The results equal the three torch
+modules.
 
 Dimension names: N batch, H/W image size, C_i channels at relu{i}_1.
 """
-import numpy as np
 
 from .backend import NumpyBackend
 from .losses import (content_loss_backward, content_loss_forward, style_loss_backward,

@@ -33,8 +33,8 @@ from adain_np.checkpoint import (CheckpointError, TrainingState, load_checkpoint
                                  save_decoder_npz)
 from adain_np.cli import UserError, atomic_path, run_cli
 from adain_np.dataset import BatchLoader, FlatFolderDataset
-from adain_np.images import (ImageError, center_crop, load_image, resize_shorter, sample_dir,
-                             sample_images, to_tensor)
+from adain_np.images import (center_crop, load_image, resize_shorter, sample_dir, sample_images,
+                             to_tensor)
 from adain_np.net import Net
 from adain_np.optim import Adam
 from adain_np.params import init_decoder_params, init_vgg_params
@@ -44,7 +44,7 @@ RANDOM_ENCODER_SEED = 0  # the stand-in encoder is the same for every run, as th
 CHECKPOINT_NAME = "checkpoint.npz"
 LOSS_LOG_NAME = "losses.csv"
 LOSS_CURVE_NAME = "loss_curve.png"
-MIN_CROP = 16  # the encoder pools three times and reflection-pads: sides below ~9 px fail
+MIN_CROP = 9  # three ceil-mode pools leave 2 px at relu4_1, the least a reflection pad takes
 
 # Defaults that depend on the data: train.py's, and a short run on the bundled samples.
 TRAIN_DEFAULTS = dict(image_size=512, crop_size=256, batch_size=8, max_iter=160000,
@@ -70,15 +70,15 @@ def build_parser():
     add("--style_dir", help="folder of style images (default: the bundled samples)")
     add("--vgg", help=f"VGG weights (.pth or .npz; default {DEFAULT_VGG}, or a seeded random "
                       "encoder if that file is missing)")
-    add("--save_dir", default="./experiments", help="where to save the models and samples")
-    add("--log_dir", default="./logs", help="where to save the loss log and curve")
+    add("--save_dir", default="./experiments", help="where to save the models and samples (default %(default)s)")
+    add("--log_dir", default="./logs", help="where to save the loss log and curve (default %(default)s)")
     add("--lr", type=float, help=f"learning rate ({with_default('lr')})")
-    add("--lr_decay", type=float, default=5e-5, help="lr_i = lr / (1 + lr_decay * i)")
+    add("--lr_decay", type=float, default=5e-5, help="lr_i = lr / (1 + lr_decay * i) (default %(default)s)")
     add("--max_iter", type=int, help=with_default("max_iter"))
     add("--batch_size", type=int, help=with_default("batch_size"))
-    add("--style_weight", type=float, default=10.0)
-    add("--content_weight", type=float, default=1.0)
-    add("--n_threads", type=int, default=16, help="image loading threads")
+    add("--style_weight", type=float, default=10.0, help="(default %(default)s)")
+    add("--content_weight", type=float, default=1.0, help="(default %(default)s)")
+    add("--n_threads", type=int, default=16, help="image loading threads (default %(default)s)")
     add("--save_model_interval", type=int, help=with_default("save_model_interval"))
     add("--device", choices=("auto", "cpu", "gpu", "emulator"), default="auto",
         help="auto: the CUDA kernels if a GPU is usable, else NumPy (default auto)")
@@ -182,6 +182,12 @@ def make_loaders(args, seed):
 def learning_rate(lr, lr_decay, iteration):
     """train.py's adjust_learning_rate: the rate for 0-based `iteration`."""
     return lr / (1.0 + lr_decay * iteration)
+
+
+def sample_grid_size(crop_size):
+    """Side of the sample stylizations: the crop size, but at least 128 px so the
+    pictures can be read, and at most 256 px so they stay cheap to make."""
+    return min(max(crop_size, 128), 256)
 
 
 def load_sample_pair(size):
@@ -326,7 +332,6 @@ class Trainer:
         self.log = log
         self.meta = meta                     # seed, encoder, settings: saved with every checkpoint
         self.iteration = iteration
-        self.first_iteration = iteration
         self.last_checkpoint = last_checkpoint  # (path, iteration) of the newest good one
         self.checkpoint_path = os.path.join(args.save_dir, CHECKPOINT_NAME)
         self._samples = None
@@ -334,13 +339,13 @@ class Trainer:
     def run(self, progress):
         args = self.args
         while self.iteration < args.max_iter:
-            loss_content, loss_style, lr, seconds = self.train_step()
+            loss_content, loss_style, lr = self.train_step()
             progress.update(self.iteration, loss_content, loss_style, lr)
             if self.iteration % args.save_model_interval == 0 or self.iteration == args.max_iter:
                 self.save_outputs()
 
     def train_step(self):
-        """One iteration of train.py's loop. Returns the weighted losses, the lr, the time."""
+        """One iteration of train.py's loop. Returns the weighted losses and the lr used."""
         args, i = self.args, self.iteration
         started = time.perf_counter()
         lr = learning_rate(args.lr, args.lr_decay, i)
@@ -362,7 +367,7 @@ class Trainer:
             seconds = time.perf_counter() - started
             self.log.append(iteration=i + 1, lr=lr, loss_content=loss_content,
                             loss_style=loss_style, loss=loss, seconds=round(seconds, 4))
-        return loss_content, loss_style, lr, seconds
+        return loss_content, loss_style, lr
 
     # --- saving ---------------------------------------------------------------
     def host_decoder(self):
@@ -400,7 +405,7 @@ class Trainer:
     def save_samples(self, path):
         from adain_np.plots import save_sample_grid  # matplotlib loads only when a plot is due
         if self._samples is None:
-            self._samples = load_sample_pair(min(self.args.crop_size, 256))
+            self._samples = load_sample_pair(sample_grid_size(self.args.crop_size))
         contents, styles = self._samples
         save_sample_grid(contents, styles, stylize_grid(self.net, contents, styles), path,
                          title=f"iteration {self.iteration}")
@@ -412,7 +417,7 @@ class Trainer:
             return
         iterations = [int(row["iteration"]) for row in rows]
         losses = {name: [float(row[name]) for row in rows]
-                  for name in ("loss_content", "loss_style", "loss")}
+                  for name in ("loss_content", "loss_style")}  # train.py's two scalars
         plot_loss_curve(iterations, losses, os.path.join(self.args.log_dir, LOSS_CURVE_NAME))
 
 
@@ -536,10 +541,10 @@ def train(trainer):
         progress.close()
         raise UserError(f"{err}; stopped, {describe_last_checkpoint(trainer)} "
                         "(a smaller --lr may help)") from None
-    except (OSError, ImageError) as err:
+    except OSError as err:  # a full disk, a folder made read-only: the outputs cannot be written
         progress.close()
-        detail = getattr(err, "strerror", None) or err
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        detail = err.strerror or err
+        where = f" ({err.filename})" if err.filename else ""
         raise UserError(f"cannot write the outputs of iteration {trainer.iteration}{where}: "
                         f"{detail}; stopped, {describe_last_checkpoint(trainer)}") from None
     finally:

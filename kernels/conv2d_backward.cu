@@ -19,6 +19,9 @@
 //                             block 256, grid (ceil(N*Hp*Wp / 64), ceil(Cin / 64)).
 //   conv2d_backward_data_v3   the same with a 128x128 tile, 8x8 per thread, K-slices of 8.
 //                             block 256, grid (ceil(N*Hp*Wp / 128), ceil(Cin / 128)).
+//   conv2d_backward_data_v4   the same GEMM with an 8x128 tile, 2x8 per thread, K-slices of 8,
+//                             for Cin <= 8 (conv1_1, Cin = 3), where 64-row tiles are 95% empty.
+//                             block 64, grid (ceil(N*Hp*Wp / 128), ceil(Cin / 8)).
 //   conv2d_backward_fold_reflect  dx from dxp for K = 3 (dxp, dx, NC, H, W);
 //                             block 256, grid ceil(NC*H*W / 256). For K = 1, dxp is dx.
 //
@@ -34,15 +37,36 @@
 //                             block 256, grid (ceil(Cin*K*K / 64), ceil(Cout / 64), splits).
 //   conv2d_backward_weight_v3 the same with a 128x128 tile, 8x8 per thread, k_chunk a
 //                             multiple of 8. grid (ceil(Cin*K*K / 128), ceil(Cout / 128), splits).
+//   conv2d_backward_weight_v4 the same split-K GEMM on gemm_tile_kstep (conv_gemm_tile.cuh):
+//                             each thread decodes its pixel once and steps it by BK (no
+//                             division in the K loop), double-buffered shared memory, float4
+//                             shared-memory reads. 128x128 tile, 8x8 per thread, BK 8,
+//                             block 256, grid (ceil(Cin*K*K / 128), ceil(Cout / 128), splits).
+//   conv2d_backward_weight_v5 v4's core, 64x128 tile (Cout <= 64), 8x8 per thread, block 128.
+//   conv2d_backward_weight_v6 v4's core, 64x32 tile (Cin*K*K <= 32, conv1_1), 4x4, BK 16, block 128.
+//   conv2d_backward_weight_v7 v4's core, 8x128 tile (Cout <= 8, the last decoder conv), 4x4,
+//                             block 64. v4-v7 take the same arguments as v2/v3.
 //   sum_splits                out[i] = sum_s part[s*count + i]  (part, out, splits, count).
-// The tiled versions use the GEMM core of conv_gemm_tile.cuh with __launch_bounds__(256, 3)
-// for 64x64 tiles and (256, 2) for 128x128 tiles, without spills (compile_check).
+// The tiled versions use the GEMM cores of conv_gemm_tile.cuh with __launch_bounds__ set per
+// tile (64x64: 3 blocks/SM, 128x128: 2, ...), without spills (compile_check). Their tiles
+// live in two file-scope shared arrays (see conv_backward_smem_a below).
 // Backward-bias: db[co] = sum over n, h, w of dz.
 //   conv2d_backward_bias_v1   one thread per channel. (dy, y, db, N, Cout, HW, relu)
 //   conv2d_backward_bias_v2   one block per channel, strided sums merged with warp shuffles.
 //                             (dy, y, db, N, Cout, HW, relu), block 256, grid Cout.
 
 #include "conv_gemm_tile.cuh"
+
+// The tiles of every tiled kernel of this file live in these two arrays, not in arrays
+// declared in each kernel. On the GPU only the size changes: each kernel that uses them
+// gets its own 17 KiB (register use, not shared memory, limits these kernels' occupancy).
+// Why: the CPU emulator builds the whole file for each kernel and counts every __shared__
+// array in it against the 48 KiB limit, and per-kernel arrays stopped fitting in that sum
+// with v4-v7. (A and B stay separate arrays: see gemm_kstep_a_floats.)
+#define CONV_BACKWARD_SMEM_A 2176
+#define CONV_BACKWARD_SMEM_B 2112
+__shared__ __align__(16) float conv_backward_smem_a[CONV_BACKWARD_SMEM_A];
+__shared__ __align__(16) float conv_backward_smem_b[CONV_BACKWARD_SMEM_B];
 
 __device__ __forceinline__ float relu_masked(const float* dy, const float* y, int i, int relu)
 {
@@ -190,8 +214,10 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
          int N, int Cin, int H, int W, int Cout,                                         \
          int ksize, int relu)                                                            \
     {                                                                                    \
-        __shared__ float As[BK * (BM + GEMM_PAD)];                                       \
-        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                       \
+        static_assert(BK * (BM + GEMM_PAD) <= CONV_BACKWARD_SMEM_A &&                    \
+                      BK * (BN + GEMM_PAD) <= CONV_BACKWARD_SMEM_B, "tile > smem arrays");  \
+        float* As = conv_backward_smem_a;                                                \
+        float* Bs = conv_backward_smem_b;                                                \
         if (ksize == 3)                                                                  \
             conv2d_backward_data_tile<BM, BN, BK, TM, TN, 3>(As, Bs, dy, y, w, dxp,      \
                                                              N, Cin, H, W, Cout, relu);  \
@@ -202,6 +228,7 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
 
 CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v2, 64, 64, 16, 4, 4, 3)
 CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v3, 128, 128, 8, 8, 8, 2)
+CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v4, 8, 128, 8, 2, 8, 8)
 
 extern "C" __global__ void conv2d_backward_fold_reflect(const float* __restrict__ dxp,
                                                         float* __restrict__ dx,
@@ -356,8 +383,10 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
          int N, int Cin, int H, int W, int Cout,                                     \
          int ksize, int relu, int k_chunk)                                           \
     {                                                                                \
-        __shared__ float As[BK * (BM + GEMM_PAD)];                                   \
-        __shared__ float Bs[BK * (BN + GEMM_PAD)];                                   \
+        static_assert(BK * (BM + GEMM_PAD) <= CONV_BACKWARD_SMEM_A &&                \
+                      BK * (BN + GEMM_PAD) <= CONV_BACKWARD_SMEM_B, "tile > smem arrays");  \
+        float* As = conv_backward_smem_a;                                            \
+        float* Bs = conv_backward_smem_b;                                            \
         if (ksize == 3)                                                              \
             conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 3>(                      \
                 As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
@@ -368,6 +397,124 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
 
 CONV2D_BACKWARD_WEIGHT_TILED(conv2d_backward_weight_v2, 64, 64, 16, 4, 4, 3)
 CONV2D_BACKWARD_WEIGHT_TILED(conv2d_backward_weight_v3, 128, 128, 8, 8, 8, 2)
+
+// v4-v7: the stepping-position core (gemm_tile_kstep). A thread's pixel is decoded once,
+// then advanced by BK per slice; all of its loads in a slice share that pixel.
+template <int KSIZE, int BK>
+struct ConvBackwardWeightStepLoader {
+    // Same matrices as ConvBackwardWeightLoader: A = dz (Cout, N*H*W), B = im2col(x)^T.
+    static constexpr int KK = KSIZE * KSIZE;
+    static constexpr int PAD = KSIZE / 2;
+    const float* dy;
+    const float* y;
+    const float* x;
+    int Cin, H, W, Cout, relu;
+
+    struct Pos { int dz_img, x_img, oh, ow; };  // offsets of dz[n], x[n]; output pixel
+    struct ARow { int co_off; };                // co * H * W
+    struct BCol { int ci_off, kh, kw; };        // ci * H * W and the tap
+
+    __device__ __forceinline__ Pos pos(int k) const
+    {
+        const int HW = H * W;
+        const int n = k / HW;
+        const int q = k - n * HW;
+        const int oh = q / W;
+        return Pos{n * Cout * HW, n * Cin * HW, oh, q - oh * W};
+    }
+    __device__ __forceinline__ void step(Pos& p) const
+    {
+        // While-loops: W or H may be smaller than BK (tiny images); one pass otherwise.
+        p.ow += BK;
+        while (p.ow >= W) {
+            p.ow -= W;
+            if (++p.oh == H) {
+                p.oh = 0;
+                p.dz_img += Cout * H * W;
+                p.x_img += Cin * H * W;
+            }
+        }
+    }
+    __device__ __forceinline__ ARow a_row(int m) const { return ARow{min(m, Cout - 1) * H * W}; }
+    __device__ __forceinline__ float a(const ARow& r, const Pos& p) const
+    {
+        return relu_masked(dy, y, p.dz_img + r.co_off + p.oh * W + p.ow, relu);
+    }
+    __device__ __forceinline__ BCol b_col(int col) const
+    {
+        const int cc = min(col, Cin * KK - 1);
+        const int ci = cc / KK;
+        const int r = cc - ci * KK;
+        const int kh = r / KSIZE;
+        return BCol{ci * H * W, kh, r - kh * KSIZE};
+    }
+    __device__ __forceinline__ float b(const BCol& c, const Pos& p) const
+    {
+        const int ih = PAD ? reflect_index(p.oh + c.kh - PAD, H) : p.oh;
+        const int iw = PAD ? reflect_index(p.ow + c.kw - PAD, W) : p.ow;
+        return x[p.x_img + c.ci_off + ih * W + iw];
+    }
+};
+
+template <int BM, int BN, int BK, int TM, int TN, int KSIZE>
+__device__ __forceinline__ void conv2d_backward_weight_kstep(float* As, float* Bs,
+                                                             const float* dy, const float* y,
+                                                             const float* x, float* part,
+                                                             int N, int Cin, int H, int W,
+                                                             int Cout, int relu, int k_chunk)
+{
+    constexpr int TX = BN / TN;
+    const int Ncols = Cin * KSIZE * KSIZE;
+    const int Kdim = N * H * W;
+    const ConvBackwardWeightStepLoader<KSIZE, BK> ld{dy, y, x, Cin, H, W, Cout, relu};
+    const int m0 = blockIdx.y * BM;
+    const int n0 = blockIdx.x * BN;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = min(Kdim, k_begin + k_chunk);
+
+    float acc[TM][TN];
+    gemm_tile_kstep<BM, BN, BK, TM, TN>(ld, As, Bs, m0, n0, k_begin, k_end, acc);
+
+    float* out = part + (size_t)blockIdx.z * Cout * Ncols;
+    const int tx = threadIdx.x % TX;
+    const int ty = threadIdx.x / TX;
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int co = m0 + kstep_row<BM, TM>(ty, i);
+        if (co >= Cout) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int col = n0 + kstep_row<BN, TN>(tx, j);
+            if (col < Ncols) out[(size_t)co * Ncols + col] = acc[i][j];
+        }
+    }
+}
+
+#define CONV2D_BACKWARD_WEIGHT_KSTEP(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)           \
+    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)  \
+    NAME(const float* __restrict__ dy,                                               \
+         const float* __restrict__ y,                                                \
+         const float* __restrict__ x,                                                \
+         float* __restrict__ part,                                                   \
+         int N, int Cin, int H, int W, int Cout,                                     \
+         int ksize, int relu, int k_chunk)                                           \
+    {                                                                                \
+        static_assert(gemm_kstep_a_floats<BM, BK>() <= CONV_BACKWARD_SMEM_A &&       \
+                      gemm_kstep_b_floats<BN, BK>() <= CONV_BACKWARD_SMEM_B,         \
+                      "tile > smem arrays");                                         \
+        if (ksize == 3)                                                              \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 3>(                     \
+                conv_backward_smem_a, conv_backward_smem_b, dy, y, x, part, N, Cin, H, W, Cout, \
+                relu, k_chunk);                                                      \
+        else                                                                         \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 1>(                     \
+                conv_backward_smem_a, conv_backward_smem_b, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);            \
+    }
+
+CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v4, 128, 128, 8, 8, 8, 2)
+CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v5, 64, 128, 8, 8, 8, 3)
+CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v6, 64, 32, 16, 4, 4, 4)
+CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v7, 8, 128, 8, 4, 4, 8)
 
 extern "C" __global__ void sum_splits(const float* __restrict__ part, float* __restrict__ out,
                                       int splits, int count)

@@ -2,9 +2,10 @@
 
 Run:  python lessons/08_cuda_instance_stats.py [--quick] [--out FOLDER]
 
-AdaIN computes a mean and a std for every (image, channel) plane, 3 + 4 times
-per training step at four depths. On a GPU that is a REDUCTION: many numbers in,
-two out. This lesson reads the two kernels of kernels/instance_stats.cu, runs
+AdaIN computes a mean and a std for every (image, channel) plane of a feature
+map, nine times in each training step's forward pass (the style at four depths,
+the content once for AdaIN, the decoded image at four depths for the style loss).
+On a GPU that is a REDUCTION: many numbers in, two out. This lesson reads the two kernels of kernels/instance_stats.cu, runs
 them, and steps through what one thread block of the fast one does.
 
 How the kernels run:
@@ -299,7 +300,7 @@ def main():
     axes[1].axhline(ref_mean, color="C3")
     axes[1].set_ylim(ref_mean - 0.3, ref_mean + 0.3)
     axes[1].set_xlabel("warp")
-    axes[1].set_title("step 2: each warp's merged mean")
+    axes[1].set_title("steps 2-3: each warp's merged mean, then the block's")
     fig.tight_layout()
     lesson.save_figure(fig, "08_block_partials.png")
 

@@ -78,7 +78,7 @@ def main():
     #     Inside the block each thread computes TM x TN outputs; per k it reads TM values of
     #     A and TN of B from shared memory into registers and does TM*TN multiply-adds:
     #     (TM + TN) / (TM * TN) shared loads per multiply-add. v2 (1x1) reads 2 values per
-    #     multiply-add from shared memory, which is itself the bottleneck; v3 (4x4) 0.5;
+    #     multiply-add from shared memory, which then becomes the limit; v3 (4x4) 0.5;
     #     v4 (8x8) 0.25. The price: TM*TN accumulators in registers per thread.
     heading("1. loads per multiply-add, by version")
     print(f"{'version':8} {'tile BMxBN':>10} {'BK':>3} {'per thread':>10} {'global/FMA':>10} "
@@ -105,11 +105,12 @@ def main():
     # waste. And a GPU needs enough blocks to fill its SMs (132 on an H100 or H200): big
     # tiles on a small layer leave most of the chip idle. That is why KernelBackend picks
     # the version by shape (pick_gemm_version: v2 when Cout <= 16, v4 only when Cout > 64
-    # AND it still gives >= 256 blocks, else v3).
+    # AND it still gives >= 256 blocks, else v3), unless it is given a table of per-shape
+    # winners measured on a GPU (its tuned_versions).
     heading("2. how the tiles fit AdaIN's layers (batch 8, 256x256 input)")
     batch = 8
     print(f"{'layer':12} {'Cin->Cout':>10} {'pixels':>7} | " + " | ".join(
-        f"v{v}: blocks, useful" for v in sorted(tiles)) + " | picked")
+        f"v{v}: blocks, useful" for v in sorted(tiles)) + " | shape rule")
     for name, cin, cout, side in LAYERS:
         cols = batch * side * side
         cells = []
@@ -147,7 +148,7 @@ def main():
     # the reuse table predicts. With 64 output channels (conv1_x) v4's tiles are half empty
     # and v3 wins, as the fit table predicts. On the decoder's last conv (64 -> 3) every
     # tile is mostly waste and the naive v1, which wastes nothing, is the fastest kernel
-    # (about 1.0 ms against 1.6 ms for v2, the version picked there).
+    # (about 1.0 ms against 1.6 ms for v2, the shape rule's choice there).
     heading("4. timings")
     if ok:
         device, rows = time_on_gpu(launcher, quick=lesson.quick)
@@ -182,6 +183,11 @@ def main():
     # Checks. Each kernel sums Cin*9 float32 products in its own order (and a GPU fuses
     # multiply-adds): ~1e-6 of the output's scale. An indexing error gives 1e-1 or more.
     heading("checks")
+    # The tiles read from the .cu file must be the ones KernelBackend launches grids for.
+    mismatches = sum(CONV_FORWARD_TILES.get(v) != (bm, bn) for v, (bm, bn, *_rest) in tiles.items())
+    mismatches += sum(v not in tiles for v, tile in CONV_FORWARD_TILES.items() if tile is not None)
+    lesson.check("tiled versions whose .cu tile differs from KernelBackend's grid (count)",
+                 float(mismatches), 0.5)
     torch = import_torch()
     if torch is not None:
         F = torch.nn.functional

@@ -74,7 +74,7 @@ def circle_mask(height, width):
 
 def main():
     lesson = Lesson(__doc__, extra_args=add_args)
-    size = 48 if lesson.quick else 128
+    size = 32 if lesson.quick else 128
     content = prepare(sample_path("chelsea"), size, crop=True)       # (3, size, size)
     style_a = prepare(sample_path("stained_glass"), size, crop=True)
     style_b = prepare(sample_path("swirls"), size, crop=True)
@@ -152,13 +152,24 @@ def main():
                                                                    1.0, mask=feat_mask))),
                     ("b inside, a outside", decode(target_features(net, content_feat, [stats_b, stats_a],
                                                                    1.0, mask=feat_mask)))]
+    # A random decoder turns every t into much the same purple haze, so with random weights
+    # the grid shows how far each output moved from g(f(c)) (alpha 0, no style) instead:
+    # the controls do steer the output (more with alpha, in the ellipse for the mask),
+    # though a random decoder cannot make that change look like a style. Note the colour-kept
+    # cells: they barely move. A random VGG's relu4_1 statistics mostly encode colour, so
+    # once the style has the content's colours there is little left for AdaIN to transfer;
+    # a trained VGG's statistics also encode texture, and there only the texture moves.
     random_weights = lesson.args.vgg is None
-    print(f"decoded {sum(len(r) for r in rows.values()) - 1} pictures of {size}x{size}"
-          + ("; random weights: each picture is stretched to [0, 1] to be visible" if random_weights else ""))
+    base = rows["alpha"][0][1]                                       # g(f(c)), alpha 0
+    print(f"decoded {sum(len(r) for r in rows.values()) - 1} pictures of {size}x{size}")
+    for name, cells in rows.items():
+        moved = [f"{np.abs(img - base).mean():.3f}" for label, img in cells if not label.startswith("mask")]
+        print(f"{name:>15}: mean |output - g(f(c))| = {', '.join(moved)}")
     draw_grid(lesson, rows, content, style_a, style_b, "10_controls_network.png",
-              f"the four controls through the network ({description}"
-              + ("; random: mechanics only, no learned style)" if random_weights else ")"),
-              stretch=random_weights)
+              f"the four controls through the network ({description})" + (
+                  "\nrandom decoder: each cell is |output - g(f(c))|, how far the control moved it"
+                  if random_weights else ""),
+              diff_base=base if random_weights else None)
 
     # ------------------------------------------------------------------------------
     # Checks.
@@ -213,25 +224,33 @@ def main():
     return lesson.finish()
 
 
-def draw_grid(lesson, rows, content, style_a, style_b, filename, title, stretch=False):
-    """The inputs on top, then one row per control with its settings left to right."""
+def draw_grid(lesson, rows, content, style_a, style_b, filename, title, diff_base=None):
+    """The inputs on top, then one row per control with its settings left to right.
+
+    With diff_base (3, H, W), each output is drawn as |output - diff_base| (mean over RGB,
+    one colour scale for the whole grid) instead of as a picture.
+    """
     columns = max(len(r) for r in rows.values())
     fig, axes = plt.subplots(len(rows) + 1, columns, figsize=(2.4 * columns, 2.5 * (len(rows) + 1)))
+    if diff_base is not None:
+        vmax = max(float(np.abs(img - diff_base).mean(axis=0).max())
+                   for cells in rows.values() for label, img in cells if not label.startswith("mask"))
 
-    def show(ax, img, label, stretch_it):
-        img = np.asarray(img, dtype=np.float64).transpose(1, 2, 0)  # (H, W, 3)
-        if stretch_it:
-            img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
-        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+    def show(ax, img, label, as_diff=False):
+        if as_diff:
+            ax.imshow(np.abs(img - diff_base).mean(axis=0), cmap="magma", vmin=0, vmax=vmax)
+        else:
+            img = np.asarray(img, dtype=np.float64).transpose(1, 2, 0)  # (H, W, 3)
+            ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
         ax.set_title(label, fontsize=8)
 
     for ax, (img, label) in zip(axes[0], ((content, "content"), (style_a, "style a"), (style_b, "style b"))):
-        show(ax, img, label, False)
+        show(ax, img, label)
     for r, (name, cells) in enumerate(rows.items(), start=1):
         axes[r, 0].text(-0.08, 0.5, name, rotation=90, transform=axes[r, 0].transAxes,
                         ha="right", va="center", fontsize=10, fontweight="bold")
         for ax, (label, img) in zip(axes[r], cells):
-            show(ax, img, label, stretch and not label.startswith("mask"))
+            show(ax, img, label, diff_base is not None and not label.startswith("mask"))
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

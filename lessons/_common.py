@@ -35,12 +35,19 @@ from adain_np.cli import UserError, atomic_path, run_cli  # noqa: E402
 DEFAULT_OUT = os.path.join(REPO_ROOT, "lessons", "output")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the project's one-line error (exit code 2)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
 class Lesson:
     """The flags, the output folder and the list of checks of one lesson run."""
 
     def __init__(self, doc, argv=None, extra_args=None):
         title = (doc or "").strip().splitlines()[0] if doc else ""
-        parser = argparse.ArgumentParser(description=title)
+        parser = _Parser(description=title)
         parser.add_argument("--quick", action="store_true",
                             help="smaller sizes: finish in a few seconds (the tests use this)")
         parser.add_argument("--out", default=DEFAULT_OUT,

@@ -16,14 +16,14 @@ rng = np.random.default_rng(14)
 CONTENT, STYLE = rng.random((1, 3, 24, 16)), rng.random((1, 3, 16, 24))
 
 
-def min_pool_gap(net):
+def min_pool_gap(net, to_host):
     """Smallest (top - second) / top over the max-pool windows with a positive top."""
     gaps = []
     for slice_caches in net._saved[1]:
         for i, (kind, _, _) in enumerate(slice_caches):
             if kind != "pool":
                 continue
-            y = np.asarray(slice_caches[i - 1][2][2])  # the conv output feeding the pool
+            y = to_host(slice_caches[i - 1][2][2])  # the conv output feeding the pool
             N, C, H, W = y.shape
             padded = np.full((N, C, H + H % 2, W + W % 2), -np.inf)
             padded[:, :, :H, :W] = y
@@ -36,7 +36,7 @@ def min_pool_gap(net):
 def step(backend):
     net = adain_np.Net(VGG, DECODER, backend)
     losses = net.forward(CONTENT, STYLE, alpha=1.0)
-    gap = min_pool_gap(net)
+    gap = min_pool_gap(net, backend.to_host)
     grads = net.backward(content_weight=1.0, style_weight=10.0)
     Adam(net.decoder_params, lr=1e-2, backend=backend).step(grads)
     host = {k: backend.to_host(v) for k, v in grads.items()}

@@ -31,9 +31,12 @@ REFERENCE = NumpyBackend(np.float64)
 
 # (N, Cin, Cout, H, W, k). Odd sizes; 1x3x17x23 as an image; Cin = Cout = 64 as in VGG;
 # H = 2 and H = 3, where the reflection fold puts two or three padded rows on one row;
-# a 1x1 conv like vgg's first layer.
+# a 1x1 conv like vgg's first layer; Cout = 130 and Cin*9 = 171 fill one 128-tile and a
+# sliver of the next in both GEMM dimensions (backward-weight v4), with W = 9 and H*W = 27
+# not multiples of a K-slice, so the stepping position wraps rows and images mid-slice.
 CONV_SHAPES = [(2, 5, 7, 9, 7, 3), (1, 3, 6, 17, 23, 3), (1, 64, 64, 6, 5, 3),
-               (2, 4, 3, 2, 3, 3), (1, 2, 5, 3, 4, 3), (2, 3, 3, 5, 4, 1)]
+               (2, 4, 3, 2, 3, 3), (1, 2, 5, 3, 4, 3), (2, 3, 3, 5, 4, 1),
+               (2, 19, 130, 3, 9, 3)]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -112,9 +115,9 @@ def weight_cases():
     for shape in CONV_SHAPES:
         pixels = shape[0] * shape[3] * shape[4]
         yield shape, 1, "one"
-        for version, (_, _, bk) in sorted((v, t) for v, t in CONV_BACKWARD_WEIGHT_TILES.items() if t):
+        for version, tile in sorted((v, t) for v, t in CONV_BACKWARD_WEIGHT_TILES.items() if t):
             yield shape, version, "one"
-            if pixels >= 2 * bk:
+            if pixels >= 2 * tile[2]:  # tile = (M, N, BK, threads)
                 yield shape, version, "several"
 
 
@@ -179,11 +182,72 @@ def test_conv_kernels_stay_in_bounds_under_asan():
         assert_close(y, y_ref, f"conv2d_forward_v{version}")
     backend.split_k_min_chunk = 16  # several splits: sum_splits runs too
     for version in sorted(CONV_BACKWARD_DATA_TILES):
-        dx, dw, db = backend.conv_backward(dy, cache, data_version=version,
-                                           weight_version=version, bias_version=min(version, 2))
-        assert_close(dx, dx_ref, "dx")
-        assert_close(dw, dw_ref, "dw")
+        dx, _, _ = backend.conv_backward(dy, cache, need_dw=False, data_version=version)
+        assert_close(dx, dx_ref, f"dx v{version}")
+    for version in sorted(CONV_BACKWARD_WEIGHT_TILES):
+        _, dw, db = backend.conv_backward(dy, cache, need_dx=False, weight_version=version,
+                                          bias_version=min(version, 2))
+        assert_close(dw, dw_ref, f"dw v{version}")
         assert_close(db, db_ref, "db")
+
+
+class RecordingLauncher:
+    """The emulator launcher, remembering the names of the kernels launched."""
+
+    def __init__(self):
+        self.inner = gpu.EmulatorLauncher()
+        self.name, self.xp = self.inner.name, self.inner.xp
+        self.launched = []
+
+    def kernel(self, cu_file, name):
+        self.launched.append(name)
+        return self.inner.kernel(cu_file, name)
+
+
+def test_tuned_versions_override_the_shape_rule():
+    shape = CONV_SHAPES[0]
+    N, Cin, Cout, H, W, k = shape
+    (x, w, b, dy), y_ref, (dx_ref, dw_ref, _) = conv_case(shape, True)
+    launcher = RecordingLauncher()
+    tuned = {("forward", Cin, Cout, H, W, k): 1, ("bwd_data", Cin, Cout, H, W, k): 4,
+             ("bwd_weight", Cin, Cout, H, W, k): 7}
+    backend = KernelBackend(launcher, tuned_versions=tuned)
+    y, cache = backend.conv_forward(x, w, b, True, True)
+    dx, dw, _ = backend.conv_backward(dy, cache)
+    assert {"conv2d_forward_v1", "conv2d_backward_data_v4",
+            "conv2d_backward_weight_v7"} <= set(launcher.launched), launcher.launched
+    assert_close(y, y_ref, "y")
+    assert_close(dx, dx_ref, "dx")
+    assert_close(dw, dw_ref, "dw")
+    # Another shape is not in the table: the shape rule picks (Cout = 7 <= 8: the naive v1,
+    # which beat every tile for the decoder's 64 -> 3 conv on the H200).
+    launcher.launched.clear()
+    backend.conv_forward(np.ascontiguousarray(x[:, :, :8]), w, b, True, True)
+    assert launcher.launched == ["conv2d_forward_v1"]
+
+
+# The per-shape winners measured on the H200 (kernels/results/h200_bench_gpu_round2.json),
+# written out by hand: (op, Cin, Cout, N*H*W-ish shape) -> version the shape rule must pick.
+MEASURED_WINNERS = [
+    ("forward", 64, 3, 256, 1), ("forward", 3, 64, 256, 3), ("forward", 64, 64, 256, 3),
+    ("forward", 64, 128, 128, 4), ("forward", 512, 256, 32, 4), ("forward", 256, 512, 32, 4),
+    ("bwd_data", 3, 64, 256, 4), ("bwd_data", 64, 64, 256, 2), ("bwd_data", 128, 128, 128, 3),
+    ("bwd_data", 256, 512, 32, 2),
+    ("bwd_weight", 3, 64, 256, 6), ("bwd_weight", 64, 3, 256, 7), ("bwd_weight", 64, 64, 256, 4),
+    ("bwd_weight", 512, 256, 32, 4),
+]
+
+
+@pytest.mark.parametrize("op,Cin,Cout,size,expected", MEASURED_WINNERS)
+def test_shape_rule_picks_the_measured_winner(op, Cin, Cout, size, expected):
+    N = 8
+    if op == "forward":
+        got = KernelBackend.pick_forward_version(Cout, N * size * size)
+    elif op == "bwd_data":
+        got = KernelBackend.pick_backward_data_version(Cin, N * (size + 2) ** 2)
+    else:
+        got = KernelBackend.pick_backward_weight_version(Cout, Cin * 9)
+    assert got == expected
 
 
 def test_conv_rejects_bad_inputs(backend):
@@ -354,3 +418,24 @@ def test_adam_matches_torch(backend):
                                atol=1e-7)
     np.testing.assert_allclose(backend.to_host(v), opt.state[pt]["exp_avg_sq"].numpy(),
                                rtol=1e-5, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------ bench_gpu logic
+
+def test_bench_gpu_conv_shapes_and_step_flops():
+    # Hand count from pytorch-AdaIN's architecture: 12 distinct conv shapes at 256x256; the
+    # 256->256 conv at 64x64 is vgg conv3_2..3_4 and decoder 5, 8, 11: the encoder runs
+    # forward 3 times per step (style, content, g(t)) and backward-data once, the decoder
+    # once each. A step's conv work is ~1.75 TFLOP (shared/facts.md).
+    from adain_np.bench_gpu import conv_shapes, step_flops, tuned_table
+    shapes = conv_shapes(8, 256)
+    assert len(shapes) == 12
+    s = next(s for s in shapes if (s["Cin"], s["Cout"], s["H"]) == (256, 256, 64))
+    assert s["step_count"] == {"forward": 12, "bwd_data": 6, "bwd_weight": 3}
+    first_decoder = next(s for s in shapes if (s["Cin"], s["Cout"]) == (512, 256))
+    assert first_decoder["step_count"] == {"forward": 1, "bwd_data": 0, "bwd_weight": 1}
+    assert abs(step_flops(shapes) / 1e12 - 1.752) < 0.01
+    rows = [dict(op="bwd_weight", Cin=3, Cout=64, H=16, W=16, k=3, version=v, ms=ms, ok=ok)
+            for v, ms, ok in (("cuDNN", 0.1, None), ("v2", 2.0, True), ("v6", 0.5, True),
+                              ("v7", 0.2, False))]
+    assert tuned_table(rows) == {("bwd_weight", 3, 64, 16, 16, 3): 6}  # v7 failed its check
