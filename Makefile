@@ -1,4 +1,4 @@
-# make demo: set up .venv, install, run the main job on the bundled defaults.
+# make demo: set up .venv, install, train a decoder on the bundled images (the main job).
 # make test: set up .venv with the test extras (torch==2.13.0 CPU, the reference), run pytest.
 PYTHON ?= python3
 VENV := .venv
@@ -18,8 +18,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# Trains a decoder briefly on the bundled images (about 2 minutes on 2 cores); writes
+# experiments/ (decoders, checkpoint, sample grids) and logs/ (losses.csv, loss_curve.png).
 demo: $(VENV)/.installed
-	$(BIN)/python -m adain_np.demo
+	$(BIN)/python -m adain_np.train
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

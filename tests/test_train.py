@@ -373,3 +373,33 @@ def test_bundled_default_run_without_vgg(tmp_path, capsys):
     assert (tmp_path / "experiments" / "samples_iter_2.png").exists()
     assert (tmp_path / "logs" / "loss_curve.png").exists()
     assert len(loss_rows(tmp_path)) == 2
+
+
+class FakeStream:
+    def __init__(self, tty):
+        self.text, self.tty = "", tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar(tty):
+    stream = FakeStream(tty)
+    bar = train.ProgressBar(first=10, total=13, stream=stream, log_every_s=3600)
+    for i in (11, 12, 13):
+        bar.update(i, 0.5, 20.0, 1e-4)
+    bar.close()
+    text = stream.text
+    assert "iter 11/13" in text and "iter 13/13" in text and "it/s" in text
+    assert "loss_c 0.5000" in text and "loss_s 20.0000" in text and "ETA 0:00" in text
+    if tty:  # one line redrawn in place, ended once
+        assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    else:  # the first and the last iteration only (the next timed line is an hour away)
+        assert "iter 12/13" not in text and text.count("\n") == 2
