@@ -23,6 +23,7 @@ import numpy as np
 import adain_np
 from adain_np.layers import (maxpool2d_backward, maxpool2d_forward, upsample_nearest2d_backward,
                              upsample_nearest2d_forward)
+from adain_np.gradient_check import numerical_gradient
 from adain_np.params import DECODER_LAYERS, ENCODER_END, VGG_LAYERS
 
 
@@ -50,18 +51,6 @@ def shape_after(layer, shape):
     return shape
 
 
-def numerical_gradient(f, x, dout, h=1e-6):
-    """d sum(f(x) * dout) / dx by centred differences, one element at a time."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        plus = np.sum(f(x) * dout)
-        x[i] = old - h
-        minus = np.sum(f(x) * dout)
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 def main():

@@ -23,31 +23,18 @@ from _common import Lesson, heading, import_torch, plt, rel_error, run
 
 import numpy as np
 
+# The checker itself is ten lines in adain_np/gradient_check.py (cs231n's gradient_check.py):
+# nudge one input element by +h and -h, difference the summed outputs weighted by dout,
+# divide by 2h; compare with |a - n| / (|a| + |n|). Read it before going on.
+from adain_np.gradient_check import max_relative_error, numerical_gradient
 from adain_np.conv import conv2d_backward, conv2d_forward
 from adain_np.layers import (maxpool2d_backward, maxpool2d_forward, reflection_pad2d_backward,
                              reflection_pad2d_forward, relu_backward, relu_forward)
 from adain_np.stats import adain_backward, adain_forward, calc_mean_std_backward, calc_mean_std_forward
 
 
-def numerical_gradient(f, x, dout, h=1e-5):
-    """d sum(f(x) * dout) / dx by centred differences, one element of x at a time."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        plus = np.sum(f(x) * dout)
-        x[i] = old - h
-        minus = np.sum(f(x) * dout)
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
-def max_relative_error(analytic, numeric):
-    """cs231n's measure: max over elements of |a - n| / (|a| + |n|), 0/0 taken as 0."""
-    a, n = np.asarray(analytic, dtype=np.float64), np.asarray(numeric, dtype=np.float64)
-    denom = np.abs(a) + np.abs(n)
-    return float(np.max(np.where(denom > 0, np.abs(a - n) / np.maximum(denom, 1e-300), 0.0)))
 
 
 # In float64 with h = 1e-5 the centred difference has truncation error ~h^2 = 1e-10 and

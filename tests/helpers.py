@@ -2,19 +2,14 @@
 import numpy as np
 import torch
 
+from adain_np.gradient_check import max_relative_error, numerical_gradient, rel_error  # noqa: F401
+
 # Tolerances, by dtype, for one op against torch on the same inputs.
 # float32: both sides round each product/sum to 24 bits but sum in different orders
 #   (BLAS blocking vs torch's kernels); over K <= 4608 terms that is ~1e-6 relative.
 # float64: the same argument at 53 bits gives ~1e-14; 1e-10 leaves room and still
 #   catches any real indexing error (which shows up at 1e-1 or more).
 RTOL = {np.float32: 2e-5, np.float64: 1e-10}
-
-
-def rel_error(a, b):
-    """||a - b|| / ||b||, the whole-tensor relative error (0 when both are 0)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    denom = np.linalg.norm(b)
-    return float(np.linalg.norm(a - b) / denom) if denom else float(np.linalg.norm(a))
 
 
 def check_against_torch(forward, backward, torch_fn, inputs, dtype=np.float64, seed=0):
@@ -41,27 +36,8 @@ def check_against_torch(forward, backward, torch_fn, inputs, dtype=np.float64, s
         assert err < tol, f"grad of input {i}: rel error {err:.2e} >= {tol:.0e}"
 
 
-def numerical_gradient(f, x, dout, h=1e-5):
-    """d sum(f(x) * dout) / dx by centred differences, one element at a time (float64)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        plus = np.sum(f(x) * dout)
-        x[i] = old - h
-        minus = np.sum(f(x) * dout)
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
-def max_relative_error(a, b):
-    """cs231n's element-wise max |a - b| / (|a| + |b|), with 0/0 taken as 0."""
-    a, b = np.asarray(a), np.asarray(b)
-    denom = np.abs(a) + np.abs(b)
-    return float(np.max(np.where(denom > 0, np.abs(a - b) / np.maximum(denom, 1e-300), 0.0)))
 
 
 # Centred differences with h=1e-5 in float64 have truncation error ~h^2 and
