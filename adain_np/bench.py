@@ -1,14 +1,15 @@
 """Benchmarks against torch, measured in the same run: ``python -m adain_np.bench``.
 
 Each measurement runs in its own subprocess so its peak RSS (ru_maxrss) is its own.
-Torch gets the same number of threads as NumPy's BLAS. Torch is needed only here
-and in the tests (``pip install -e '.[test]'``).
+Torch gets the same number of threads as NumPy's BLAS. The library never imports
+torch: the torch side is the script tools/bench_torch.py (it needs a checkout and the
+test extra, ``pip install -e '.[test]'``).
 
     encoder   forward of the VGG encoder (to relu4_1) on 1x3x512x512
     step      one training step (forward + backward of Net) at 8x3x256x256
     stylize   style_transfer on a 512x512 content and style
 
-``python -m adain_np.bench --device gpu`` runs adain_np.bench_gpu instead: every CUDA
+``python -m adain_np.bench --device gpu`` runs tools/bench_gpu.py instead: every CUDA
 conv kernel version against cuDNN, the whole training step and stylize, peak memory.
 """
 import argparse
@@ -22,64 +23,25 @@ import time
 
 import numpy as np
 
+from .cli import UserError, run_cli
+
 WORKLOADS = {  # name: (input shape, repeats)
     "encoder": ((1, 3, 512, 512), 3),
     "step": ((8, 3, 256, 256), 3),
     "stylize": ((1, 3, 512, 512), 3),
 }
+TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
-def _inputs(shape):
+def bench_inputs(shape):
+    """The content and style batch both sides time: seeded, in [0, 1)."""
     rng = np.random.default_rng(0)
     return rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
 
 
-def _ours(workload, shape, repeats, device):
-    import adain_np
-    from adain_np.backend import NumpyBackend
-    from adain_np.params import init_decoder_params, init_vgg_params
-    backend = NumpyBackend()
-    if device == "gpu":
-        from adain_np.kernel_backend import make_backend
-        backend = make_backend("gpu")
-    net = adain_np.Net(init_vgg_params(0), init_decoder_params(0), backend)
-    content, style = _inputs(shape)
-    sync = getattr(backend, "synchronize", lambda: None)
-
-    def run():
-        if workload == "encoder":
-            net.encode(backend.asarray(content))
-        elif workload == "step":
-            net.forward(content, style)
-            net.backward()
-        else:
-            adain_np.style_transfer(None, None, content, style, net=net)
-        sync()
-    return _time(run, repeats)
-
-
-def _torch(workload, shape, repeats, threads):
-    import torch
-    from adain_np.params import init_decoder_params, init_vgg_params
-    from adain_np.torch_reference import TorchNet, adaptive_instance_normalization
-    torch.set_num_threads(threads)
-    net = TorchNet(init_vgg_params(0), init_decoder_params(0))
-    content, style = (torch.tensor(a) for a in _inputs(shape))
-
-    def run():
-        if workload == "encoder":
-            with torch.no_grad():
-                net.encode(content)
-        elif workload == "step":
-            net.decoder_grads(content, style)
-        else:
-            with torch.no_grad():
-                net.decoder(adaptive_instance_normalization(net.encode(content), net.encode(style)))
-    return _time(run, repeats)
-
-
-def _time(run, repeats):
-    run()  # warm-up: first-touch page faults, BLAS thread start-up
+def time_runs(run, repeats):
+    """Wall times of `repeats` calls after one warm-up (first-touch page faults, BLAS threads)."""
+    run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -88,50 +50,70 @@ def _time(run, repeats):
     return times
 
 
-def _worker(args):
-    shape, repeats = WORKLOADS[args.workload]
-    repeats = args.repeats or repeats
-    if args.side == "ours":
-        times = _ours(args.workload, shape, repeats, args.device)
-    else:
-        times = _torch(args.workload, shape, repeats, args.threads)
+def report(times):
+    """The worker's one output line: times and this process's peak RSS."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"times": times, "peak_mb": peak_mb}))
 
 
+def _ours(workload, repeats):
+    import adain_np
+    from adain_np.params import init_decoder_params, init_vgg_params
+    net = adain_np.Net(init_vgg_params(0), init_decoder_params(0))
+    content, style = bench_inputs(WORKLOADS[workload][0])
+
+    def run():
+        if workload == "encoder":
+            net.encode(content)
+        elif workload == "step":
+            net.forward(content, style)
+            net.backward()
+        else:
+            adain_np.style_transfer(None, None, content, style, net=net)
+    report(time_runs(run, repeats))
+
+
+def _tool(name):
+    path = os.path.join(TOOLS_DIR, name)
+    if not os.path.exists(path):
+        raise UserError(f"the torch comparison needs a checkout of the repository ({path} is missing)")
+    return path
+
+
 def _measure(side, workload, args):
-    cmd = [sys.executable, "-m", "adain_np.bench", "--worker", "--side", side,
-           "--workload", workload, "--threads", str(args.threads), "--device", args.device]
-    if args.repeats:
-        cmd += ["--repeats", str(args.repeats)]
+    repeats = str(args.repeats or WORKLOADS[workload][1])
+    if side == "ours":
+        cmd = [sys.executable, "-m", "adain_np.bench", "--worker", "--workload", workload,
+               "--repeats", repeats]
+    else:
+        cmd = [sys.executable, _tool("bench_torch.py"), workload, repeats, str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{side} {workload} failed:\n{proc.stderr.strip()[-2000:]}")
+        raise UserError(f"{side} {workload} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--device" in argv and argv[argv.index("--device") + 1:][:1] == ["gpu"] and "--worker" not in argv:
+    device = argv[argv.index("--device") + 1] if "--device" in argv[:-1] else "cpu"
+    if device == "gpu":
         # The GPU benchmark (every conv kernel version vs cuDNN, the step, stylize, memory)
-        # has its own flags: see python -m adain_np.bench_gpu --help.
-        from . import bench_gpu
-        return bench_gpu.main(argv)
+        # has its own flags: see python tools/bench_gpu.py --help.
+        return subprocess.run([sys.executable, _tool("bench_gpu.py")] + argv).returncode
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workloads", nargs="*", help=f"any of {sorted(WORKLOADS)}; default: encoder step")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=0, help="timed runs (after one warm-up)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
-                        help="gpu: run adain_np.bench_gpu (kernels vs cuDNN) instead")
+                        help="gpu: run tools/bench_gpu.py (kernels vs cuDNN) instead")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--side", choices=["ours", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload {sorted(unknown)[0]!r}; choose from {sorted(WORKLOADS)}")
     if args.worker:
-        return _worker(args)
+        return _ours(args.workload, args.repeats)
     print(f"threads={args.threads}  OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
           f"  numpy {np.__version__}")
     rows = []
@@ -151,4 +133,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -113,7 +113,7 @@ class KernelBackend:
     conv_version / backward_data_version / backward_weight_version: None picks by shape
     (the fastest version we expect for it); an int forces that version (tests, timings).
     tuned_versions: optional {(op, Cin, Cout, H, W, k): version}, op in CONV_OPS, consulted
-    before the shape rule (e.g. the per-shape winners that adain_np.bench_gpu measured).
+    before the shape rule (e.g. the per-shape winners that tools/bench_gpu.py measured).
     """
 
     dtype = np.dtype(np.float32)

@@ -182,7 +182,7 @@ def main():
                  float(np.max(np.abs(std_ratio - predicted))), 1e-5)
     torch = import_torch()
     if torch is not None:
-        from adain_np import torch_reference
+        import torch_reference
         # The same float32 features through torch's var/mean: both sides sum ~h*w float32
         # terms in different orders, ~1e-7 relative; 1e-5 leaves room and catches a bug
         # (a biased variance alone would be off by 1/(2L) ~ 1e-3 here).

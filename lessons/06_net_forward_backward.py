@@ -154,7 +154,7 @@ def main():
     if torch is not None:
         # The whole Net in float64 on both sides, so any difference is a bug, not rounding:
         # float64 over this depth agrees to ~1e-12; 1e-8 is a wide margin.
-        from adain_np.torch_reference import TorchNet
+        from torch_reference import TorchNet
         vgg64 = {k: v.astype(np.float64) for k, v in vgg.items()}
         dec64 = {k: v.astype(np.float64) for k, v in decoder.items()}
         net64 = adain_np.Net(vgg64, dec64, NumpyBackend(np.float64))

@@ -317,7 +317,7 @@ def main():
     lesson.check("traced block: |std - numpy float64| / std", abs(result[1] - ref_std) / ref_std, 1e-4)
     torch = import_torch()
     if torch is not None:
-        from adain_np.torch_reference import calc_mean_std
+        from torch_reference import calc_mean_std
         ref_mean_t, ref_std_t = (a.numpy().ravel() for a in calc_mean_std(torch.from_numpy(feat)))
         label = "torch"
     else:

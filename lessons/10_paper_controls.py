@@ -182,7 +182,7 @@ def main():
                            target_features(net, content_feat, [stats_a], 1.0)), 1e-5)
     torch = import_torch()
     if torch is not None:
-        from adain_np.torch_reference import TorchNet, adaptive_instance_normalization as torch_adain
+        from torch_reference import TorchNet, adaptive_instance_normalization as torch_adain
         # pytorch-AdaIN's coral, transcribed (function.py). Ours runs in float64, torch's in
         # float32: ~1e-6 apart on values of ~1.
         def torch_coral(source, target):

@@ -33,6 +33,9 @@ import numpy as np  # noqa: E402
 from adain_np.cli import UserError, atomic_path, run_cli  # noqa: E402
 
 DEFAULT_OUT = os.path.join(REPO_ROOT, "lessons", "output")
+# The torch transcription of pytorch-AdaIN used by the optional torch checks is test code
+# (torch is not a library dependency): it lives in tests/torch_reference.py.
+sys.path.append(os.path.join(REPO_ROOT, "tests"))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from adain_np.emulator import (EmulatorCompileError, EmulatorDeadlockError, EmulatorLaunchError,
+from adain_np.emulator import (EmulatorCompileError, EmulatorLaunchError,
                                EmulatorMemoryError, RawKernel)
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")

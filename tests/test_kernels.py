@@ -7,6 +7,9 @@ that is mostly empty.
 """
 import zlib
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -427,7 +430,9 @@ def test_bench_gpu_conv_shapes_and_step_flops():
     # 256->256 conv at 64x64 is vgg conv3_2..3_4 and decoder 5, 8, 11: the encoder runs
     # forward 3 times per step (style, content, g(t)) and backward-data once, the decoder
     # once each. A step's conv work is ~1.75 TFLOP (shared/facts.md).
-    from adain_np.bench_gpu import conv_shapes, step_flops, tuned_table
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tools"))
+    from bench_gpu import conv_shapes, step_flops, tuned_table
     shapes = conv_shapes(8, 256)
     assert len(shapes) == 12
     s = next(s for s in shapes if (s["Cin"], s["Cout"], s["H"]) == (256, 256, 64))

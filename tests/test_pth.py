@@ -4,7 +4,6 @@ Expected values always come from torch (the reference), never from adain_np.pth.
 Comparisons are bit-exact: loading a checkpoint must not change a single bit.
 """
 import collections
-import io
 import os
 import pickle
 import struct

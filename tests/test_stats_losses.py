@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import adain_np
 from adain_np import losses, stats
-from adain_np import torch_reference as ref
+import torch_reference as ref
 from helpers import check_against_torch, gradcheck, rel_error
 
 rng = np.random.default_rng(99)

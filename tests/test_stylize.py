@@ -2,7 +2,7 @@
 
 The transcription below is test.py's code path with torchvision's transforms and
 save_image written out (torchvision is not installed): PIL for Resize/CenterCrop,
-torch for ToTensor, the network (adain_np.torch_reference builds net.py's modules from
+torch for ToTensor, the network (tests/torch_reference.py builds net.py's modules from
 the same layer tables) and save_image's rounding. Weights are random, saved with
 torch.save in both of torch's formats, so the whole loading path runs.
 
@@ -27,7 +27,7 @@ from adain_np.cli import UserError
 from adain_np.params import (DECODER_LAYERS, ENCODER_SHAPES, VGG_LAYERS, init_decoder_params,
                              init_vgg_params)
 from adain_np.stylize import MIN_SIDE, main, select_backend
-from adain_np.torch_reference import (adaptive_instance_normalization, build_sequential,
+from torch_reference import (adaptive_instance_normalization, build_sequential,
                                       calc_mean_std, load)
 from test_coral_mask import torch_coral
 

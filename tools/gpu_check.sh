@@ -7,7 +7,7 @@
 # 1. registers/spills of every kernel (python -m adain_np.compile_check)  -> $OUT/compile_check.log
 # 2. every kernel version against the NumPy reference on the GPU
 #    (pytest -m gpu tests/test_kernels.py)                               -> $OUT/pytest_gpu.log
-# 3. python -m adain_np.bench_gpu: every conv kernel version on every distinct VGG encoder/
+# 3. python tools/bench_gpu.py: every conv kernel version on every distinct VGG encoder/
 #    decoder conv shape at batch 8, 256x256, checked against torch and timed with CUDA
 #    events beside torch/cuDNN fp32 (TF32 off); the training step (default and tuned
 #    version picking) and stylize 1x512x512 vs torch, with peak memory
@@ -36,9 +36,9 @@ rc=$?
 tail -n 3 "$OUT/pytest_gpu.log"
 if [ $rc -ne 0 ]; then status=1; echo "GPU TESTS FAILED (exit $rc), see $OUT/pytest_gpu.log"; fi
 
-echo "== benchmark: python -m adain_np.bench_gpu (convs, step, stylize vs torch/cuDNN)"
+echo "== benchmark: python tools/bench_gpu.py (convs, step, stylize vs torch/cuDNN)"
 # Conv shapes stop starting at (time budget - 60) s; step and stylize follow. ~3-4 min on an H200.
-OUT="$OUT" timeout 250 "$PY" -m adain_np.bench_gpu --out "$OUT" --time-budget 170 ${BENCH_ARGS:-} \
+OUT="$OUT" timeout 250 "$PY" tools/bench_gpu.py --out "$OUT" --time-budget 170 ${BENCH_ARGS:-} \
     > "$OUT/bench_gpu.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then status=1; echo "BENCHMARK FAILED OR A CHECK FAILED (exit $rc), see $OUT/bench_gpu.log"; fi

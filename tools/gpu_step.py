@@ -16,7 +16,8 @@ import adain_np
 from adain_np.backend import NumpyBackend
 from adain_np.kernel_backend import make_backend
 from adain_np.optim import Adam
-from adain_np.torch_reference import TorchNet, adaptive_instance_normalization
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from torch_reference import TorchNet, adaptive_instance_normalization  # noqa: E402
 
 OUT = os.environ.get("OUT", ".")
 torch.backends.cudnn.allow_tf32 = False

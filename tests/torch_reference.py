@@ -1,6 +1,8 @@
 """A torch transcription of pytorch-AdaIN's net.py / function.py: the reference for tests and bench.
 
-Only the tests and adain_np.bench import this module (torch is a test-only dependency).
+It lives in tests/ because torch is a test-only dependency: the library never imports it.
+The tests, the lessons' optional torch checks and the torch side of the benchmarks
+(tools/) import it from here.
 It is built from our layer tables (params.py) so both sides walk the same architecture;
 the torch modules themselves (ReflectionPad2d, Conv2d, MaxPool2d ceil_mode, Upsample)
 are torch's own.

@@ -1,5 +1,5 @@
 """GPU benchmark of the CUDA kernels against PyTorch/cuDNN: ``python -m adain_np.bench --device gpu``
-(adain_np.bench hands its arguments to ``main(argv)``), or ``python -m adain_np.bench_gpu``.
+(adain_np.bench runs this script with its arguments), or ``python tools/bench_gpu.py``.
 
 In one run, on one card:
   1. peak     the card's fp32 peak, measured with a large torch matmul (TF32 off), beside
@@ -39,8 +39,12 @@ import traceback
 
 import numpy as np
 
-from .cli import UserError, atomic_path, run_cli
-from .params import DECODER_LAYERS, ENCODER_END, VGG_LAYERS
+# A script beside the package, not in it: it needs torch, which the library never imports.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from adain_np.cli import UserError, atomic_path, run_cli  # noqa: E402
+from adain_np.params import DECODER_LAYERS, ENCODER_END, VGG_LAYERS  # noqa: E402
 
 # Datasheet fp32 (non-tensor) peaks, TFLOP/s: NVIDIA H100/H200 datasheets (SXM boards).
 DATASHEET_FP32_TFLOPS = (("H200 NVL", 60.0), ("H200", 67.0), ("H100 NVL", 60.0),
@@ -121,7 +125,7 @@ class Env:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
-        from . import gpu
+        from adain_np import gpu
         if dry_run:
             self.launcher = gpu.EmulatorLauncher()
             self.cp = None
@@ -243,7 +247,7 @@ def measure_peak(env, log):
 # ------------------------------------------------------------------------------ 2. convs
 
 def conv_versions():
-    from .kernel_backend import (CONV_BACKWARD_DATA_TILES, CONV_BACKWARD_WEIGHT_TILES,
+    from adain_np.kernel_backend import (CONV_BACKWARD_DATA_TILES, CONV_BACKWARD_WEIGHT_TILES,
                                  CONV_FORWARD_TILES)
     return {"forward": sorted(CONV_FORWARD_TILES), "bwd_data": sorted(CONV_BACKWARD_DATA_TILES),
             "bwd_weight": sorted(CONV_BACKWARD_WEIGHT_TILES)}
@@ -408,9 +412,9 @@ def conv_summary(rows):
 
 def bench_step(env, shapes, tuned, opts, log):
     import adain_np
-    from .kernel_backend import KernelBackend
-    from .optim import Adam
-    from .torch_reference import TorchNet
+    from adain_np.kernel_backend import KernelBackend
+    from adain_np.optim import Adam
+    from torch_reference import TorchNet
     torch = env.torch
     vgg, dec = adain_np.init_vgg_params(0), adain_np.init_decoder_params(0)
     rng = np.random.default_rng(1)
@@ -497,8 +501,8 @@ def bench_step(env, shapes, tuned, opts, log):
 
 def bench_stylize(env, opts, log):
     import adain_np
-    from .kernel_backend import KernelBackend
-    from .torch_reference import TorchNet, adaptive_instance_normalization
+    from adain_np.kernel_backend import KernelBackend
+    from torch_reference import TorchNet, adaptive_instance_normalization
     torch = env.torch
     vgg, dec = adain_np.init_vgg_params(0), adain_np.init_decoder_params(0)
     rng = np.random.default_rng(2)
@@ -671,14 +675,14 @@ def main(argv=None):
         lines.append(line)
         print(line, flush=True)
 
-    log(f"adain_np.bench_gpu on {env.device}; torch {env.torch.__version__}; "
+    log(f"tools/bench_gpu.py on {env.device}; torch {env.torch.__version__}; "
         f"{'emulator' if dry else 'cupy ' + env.cp.__version__}")
     results = dict(device=env.device, dry_run=dry, batch=args.batch, size=args.size,
                    stylize_size=args.stylize_size, cudnn_benchmark=args.cudnn_benchmark,
                    rel_tol=REL_TOL, sets=args.sets)
     results["peak"] = measure_peak(env, log)
     shapes = conv_shapes(args.batch, args.size)
-    from .kernel_backend import KernelBackend
+    from adain_np.kernel_backend import KernelBackend
     backend = KernelBackend(env.launcher)
     results["convs"] = []
     if "convs" in args.only:
