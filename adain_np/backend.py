@@ -24,6 +24,28 @@ Interface:
 import numpy as np
 
 from . import conv, layers, optim, stats
+from .cli import UserError
+
+
+def select_backend(device):
+    """(backend, fallback) for --device cpu | auto | gpu | emulator.
+
+    auto means the CUDA kernels on a GPU when one is usable, else NumPy; `fallback` is then
+    a one-line reason for the command to show ("no usable GPU (...)"), and None otherwise.
+    An explicit gpu or emulator that cannot start is a UserError.
+    """
+    if device == "cpu":
+        return NumpyBackend(), None
+    try:
+        from .kernel_backend import make_backend
+        return make_backend("emulator" if device == "emulator" else "gpu"), None
+    except Exception as err:  # no CuPy, no driver, no GPU, a kernel that does not build: all say why
+        reason = " ".join(str(err).split()) or type(err).__name__
+        if device != "auto":
+            raise UserError(f"--device {device} is not usable: {reason}") from None
+        if not reason.lower().startswith("no usable gpu"):
+            reason = f"no usable GPU ({reason})"
+        return NumpyBackend(), reason
 
 
 class NumpyBackend:

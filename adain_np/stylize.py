@@ -32,7 +32,7 @@ import time
 
 from PIL import Image
 
-from .backend import NumpyBackend
+from .backend import select_backend as backend_for_device
 from .cli import UserError, run_cli
 from .coral import coral
 from .images import (ImageError, center_crop, list_images, load_image, resize_shorter,
@@ -95,27 +95,8 @@ def build_parser():
 
 def select_backend(device):
     """(backend, one-line description) for --device auto/cpu/gpu/emulator."""
-    if device == "cpu":
-        return NumpyBackend(), "numpy"
-    try:
-        from .kernel_backend import make_backend
-    except ImportError:
-        if device == "auto":
-            return NumpyBackend(), "numpy (auto: the GPU backend is not available yet)"
-        raise UserError(f"--device {device} is not available yet; use --device cpu") from None
-    if device in ("auto", "gpu"):
-        from .gpu import gpu_available  # imports CuPy only when asked
-        usable, reason = gpu_available()
-        if not usable and device == "auto":
-            return NumpyBackend(), f"numpy (auto: no usable GPU: {reason})"
-        if not usable:
-            raise UserError(f"--device gpu: no usable GPU ({reason}); use --device cpu")
-        device = "gpu"
-    try:
-        return make_backend(device), device
-    except Exception as err:  # CuPy, the driver or a kernel compile can fail in many ways
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"--device {device} cannot start ({detail})") from None
+    backend, fallback = backend_for_device(device)
+    return backend, (f"numpy (auto: {fallback})" if fallback else backend.name)
 
 
 def parse_weights(text, style_count):

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from adain_np import pth
-from adain_np.backend import NumpyBackend
+from adain_np.backend import select_backend as backend_for_device
 from adain_np.checkpoint import (CheckpointError, TrainingState, load_checkpoint, save_checkpoint,
                                  save_decoder_npz)
 from adain_np.cli import UserError, atomic_path, run_cli
@@ -139,24 +139,11 @@ def check_numbers(args):
 # ---------------------------------------------------------------- set-up
 
 def select_backend(device):
-    """The backend for --device: NumPy, or the CUDA kernels (on a GPU, or emulated on the CPU).
-
-    'auto' tries the GPU and falls back to NumPy with one line saying why.
-    """
-    if device == "cpu":
-        return NumpyBackend()
-    kind = "emulator" if device == "emulator" else "gpu"
-    try:
-        from adain_np.kernel_backend import make_backend
-        return make_backend(kind)
-    except Exception as err:  # no CuPy, no driver, no GPU, kernels not built: all say why
-        reason = " ".join(str(err).split()) or type(err).__name__
-        if device != "auto":
-            raise UserError(f"--device {device} is not usable: {reason}") from None
-        if not reason.lower().startswith("no usable gpu"):
-            reason = f"no usable GPU ({reason})"
-        print(f"note: {reason}; training on the CPU with NumPy", file=sys.stderr)
-        return NumpyBackend()
+    """The backend for --device (see backend.select_backend); an auto fallback says why in one line."""
+    backend, fallback = backend_for_device(device)
+    if fallback:
+        print(f"note: {fallback}; training on the CPU with NumPy", file=sys.stderr)
+    return backend
 
 
 def load_encoder(vgg_path):

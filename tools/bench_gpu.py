@@ -183,6 +183,18 @@ class Env:
             self.torch.cuda.empty_cache()
 
 
+def wall_ms(fn, sync, opts):
+    """(median ms, reps) of whole calls of fn, by the host clock between two syncs: for work
+    (a step, a stylize) made of many launches and host round trips."""
+    def measure(f):
+        sync()
+        t = time.perf_counter()
+        f()
+        sync()
+        return (time.perf_counter() - t) * 1e3
+    return time_calls(measure, lambda i: fn(), 1, opts.min_time * 10, opts.min_reps, 10)
+
+
 def time_calls(measure, fn, sets, min_time_s, min_reps, max_reps):
     """(median ms, reps): fn(i) rotates over input set i % sets; one warm-up call first."""
     fn(0)
@@ -423,17 +435,6 @@ def bench_step(env, shapes, tuned, opts, log):
     style = rng.random(shape, dtype=np.float32)
     flops = step_flops(shapes)
     result = dict(shape=list(shape), conv_flops=flops)
-    reps = dict(min_time_s=opts.min_time * 10, min_reps=opts.min_reps, max_reps=10)
-
-    def wall(fn, sync):
-        def measure(f):
-            sync()
-            t = time.perf_counter()
-            f()
-            sync()
-            return (time.perf_counter() - t) * 1e3
-        return time_calls(measure, lambda i: fn(), 1, reps["min_time_s"], reps["min_reps"],
-                          reps["max_reps"])
 
     for label, table in (("ours", {}), ("ours_tuned", tuned)):
         env.free()
@@ -449,7 +450,7 @@ def bench_step(env, shapes, tuned, opts, log):
                 losses.append(net.forward(c_dev, s_dev))
                 opt.step(net.backward())
 
-            ms, n = wall(step, env.sync)
+            ms, n = wall_ms(step, env.sync, opts)
             result[label] = dict(ms=ms, reps=n, gflops=flops / ms / 1e6, first_losses=losses[0],
                                  peak_used_mb=peak and peak.peak_used / 2**20,
                                  peak_pool_mb=peak and peak.peak_total / 2**20)
@@ -481,7 +482,7 @@ def bench_step(env, shapes, tuned, opts, log):
             tlosses.append((loss_c.item(), loss_s.item()))
 
         sync = torch.cuda.synchronize if env.tdev == "cuda" else (lambda: None)
-        ms, n = wall(torch_step, sync)
+        ms, n = wall_ms(torch_step, sync, opts)
         result["torch"] = dict(ms=ms, reps=n, gflops=flops / ms / 1e6, first_losses=tlosses[0])
         if env.tdev == "cuda":
             result["torch"].update(peak_used_mb=torch.cuda.max_memory_allocated() / 2**20,
@@ -513,20 +514,11 @@ def bench_stylize(env, opts, log):
     result = dict(shape=list(shape), conv_flops=flops)
     sync_t = torch.cuda.synchronize if env.tdev == "cuda" else (lambda: None)
 
-    def wall(fn, sync):
-        def measure(f):
-            sync()
-            t = time.perf_counter()
-            f()
-            sync()
-            return (time.perf_counter() - t) * 1e3
-        return time_calls(measure, lambda i: fn(), 1, opts.min_time * 10, opts.min_reps, 10)
-
     env.free()
     try:
         net = adain_np.Net(vgg, dec, KernelBackend(env.launcher))
         out = adain_np.style_transfer(None, None, content, style, net=net)  # host array
-        ms, n = wall(lambda: adain_np.style_transfer(None, None, content, style, net=net), env.sync)
+        ms, n = wall_ms(lambda: adain_np.style_transfer(None, None, content, style, net=net), env.sync, opts)
         result["ours"] = dict(ms=ms, reps=n, gflops=flops / ms / 1e6)
         tnet = TorchNet(vgg, dec).to(env.tdev)
 
@@ -538,7 +530,7 @@ def bench_stylize(env, opts, log):
                                                                     tnet.encode(st))).cpu().numpy()
 
         ref = torch_stylize()
-        ms, n = wall(torch_stylize, sync_t)
+        ms, n = wall_ms(torch_stylize, sync_t, opts)
         result["torch"] = dict(ms=ms, reps=n, gflops=flops / ms / 1e6)
         result["rel_err"] = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
         result["ok"] = result["rel_err"] < REL_TOL
