@@ -453,9 +453,6 @@ class KernelBackend:
 
 
 def make_backend(device):
-    """A KernelBackend for "gpu" (CuPy) or "emulator" (the CPU emulator), or NumpyBackend for "cpu"."""
-    if device == "cpu":
-        from .backend import NumpyBackend
-        return NumpyBackend()
+    """A KernelBackend for "gpu" (CuPy; raises when no GPU is usable) or "emulator" (the CPU)."""
     from .gpu import make_kernel_backend
     return make_kernel_backend(device)
