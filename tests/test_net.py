@@ -161,3 +161,11 @@ def test_library_never_imports_torch():
     code = ("import sys, adain_np, adain_np.net, adain_np.backend, adain_np.conv, adain_np.bench;"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_net_copies_its_parameters():
+    # Training updates net.decoder_params in place; the caller's dict must not change.
+    decoder = {k: v.copy() for k, v in DECODER.items()}
+    net = adain_np.Net(VGG, decoder)
+    net.decoder_params["1.bias"] += 1.0
+    np.testing.assert_array_equal(decoder["1.bias"], DECODER["1.bias"])
