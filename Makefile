@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,video,dist]'
 	touch $@ $(VENV)/.installed
 
 # Trains a decoder briefly on the bundled images (about 2 minutes on 2 cores); writes
