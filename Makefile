@@ -1,4 +1,5 @@
-# make demo: set up .venv, install, train a decoder on the bundled images (the main job).
+# make demo: set up .venv, install, show the published weights' gallery (when online), train a
+# decoder on the bundled images (the main job).
 # make test: set up .venv with the test extras (torch==2.13.0 CPU, the reference), run pytest.
 PYTHON ?= python3
 VENV := .venv
@@ -18,9 +19,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,video,dist]'
 	touch $@ $(VENV)/.installed
 
-# Trains a decoder briefly on the bundled images (about 2 minutes on 2 cores); writes
-# experiments/ (decoders, checkpoint, sample grids) and logs/ (losses.csv, loss_curve.png).
+# First the gallery: the bundled contents x styles with the published weights (fetched into
+# models/ if missing, 5 s timeout) -> output/gallery.png and output/index.html; offline it
+# says so in one line. Then trains a decoder briefly on the bundled images (about 2 minutes
+# on 2 cores); writes experiments/ (decoders, checkpoint, sample grids) and logs/.
 demo: $(VENV)/.installed
+	$(BIN)/python -m adain_np.gallery
 	$(BIN)/python -m adain_np.train
 
 test: $(VENV)/.installed-test

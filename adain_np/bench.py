@@ -8,6 +8,15 @@ test extra, ``pip install -e '.[test]'``).
     encoder   forward of the VGG encoder (to relu4_1) on 1x3x512x512
     step      one training step (forward + backward of Net) at 8x3x256x256
     stylize   style_transfer on a 512x512 content and style
+    video     stylize_video frames per second on a 512x512 clip, image style (ours only)
+    dist      data-parallel step and allreduce time, 1 rank x 2 BLAS threads vs 2 ranks x 1 (mpiexec)
+    bigimage  streaming stylize at 4K and 8K: time and peak RSS, against 512x512 and torch at 4K
+    convs     ours only: every 3x3 conv path (im2col, Winograd f2/f4, thread pool) per layer
+              shape in one process, and the winograd.CONV_RULE that follows (bench_convs.py)
+    conv-errors  ours only: float32 error of each conv path against float64, per layer shape
+
+--conv forces a conv path (as ADAIN_CONV), --pool N runs Winograd blocks over N threads
+with 1-thread BLAS, --load N keeps N busy processes on the cores during both sides' runs.
 
 ``python -m adain_np.bench --device gpu`` runs tools/bench_gpu.py instead: every CUDA
 conv kernel version against cuDNN, the whole training step and stylize, peak memory.
@@ -23,7 +32,7 @@ import time
 
 import numpy as np
 
-from .cli import UserError, run_cli
+from .cli import ArgumentParser, UserError, add_conv_flag, apply_conv_flag, run_cli
 
 WORKLOADS = {  # name: (input shape, repeats)
     "encoder": ((1, 3, 512, 512), 3),
@@ -69,7 +78,7 @@ def _ours(workload, repeats):
             net.forward(content, style)
             net.backward()
         else:
-            adain_np.style_transfer(None, None, content, style, net=net)
+            net.style_transfer(content, style)
     report(time_runs(run, repeats))
 
 
@@ -100,22 +109,71 @@ def main(argv=None):
         # The GPU benchmark (every conv kernel version vs cuDNN, the step, stylize, memory)
         # has its own flags: see python tools/bench_gpu.py --help.
         return subprocess.run([sys.executable, _tool("bench_gpu.py")] + argv).returncode
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workloads", nargs="*", help=f"any of {sorted(WORKLOADS)}; default: encoder step")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=0, help="timed runs (after one warm-up)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                         help="gpu: run tools/bench_gpu.py (kernels vs cuDNN) instead")
+    add_conv_flag(parser)
+    parser.add_argument("--pool", type=int, default=0,
+                        help="Winograd blocks over a pool of this many threads with 1-thread BLAS "
+                             "(ADAIN_CONV_THREADS); 0: OpenBLAS's own threads (default)")
+    parser.add_argument("--load", type=int, default=0,
+                        help="busy background processes (one core each) during both sides' runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    apply_conv_flag(args)  # ADAIN_CONV for this process and the workers
+    if not 0 <= args.pool <= 64 or not 0 <= args.load <= 64:
+        parser.error("--pool and --load must be between 0 and 64")
+    if args.pool:
+        os.environ["ADAIN_CONV_THREADS"] = str(args.pool)
+    if args.workloads in (["convs"], ["conv-errors"]):  # per-layer conv paths, ours only (bench_convs.py)
+        from . import bench_convs
+        if args.workloads == ["convs"]:
+            bench_convs.bench_convs(repeats=args.repeats or 3, pool_threads=args.pool or None)
+        else:
+            bench_convs.print_conv_errors()
+        return 0
+    if "video" in args.workloads:  # stylize_video's frames/s at 512 on the CPU (no torch side)
+        from .stylize_video import bench_video
+        print(json.dumps(bench_video(size=512, frames=args.repeats or 8)), flush=True)
+        args.workloads = [w for w in args.workloads if w != "video"]
+        if not args.workloads:
+            return 0
+    if "dist" in args.workloads:  # 1 rank x 2 BLAS threads against 2 ranks x 1 (dist.py, mpiexec)
+        from .dist import bench_dist
+        bench_dist(repeats=args.repeats or 3)
+        args.workloads = [w for w in args.workloads if w != "dist"]
+        if not args.workloads:
+            return 0
+    if "bigimage" in args.workloads:  # streaming stylize at 4K and 8K: time, peak RSS (bench_bigimage.py)
+        from .bench_bigimage import bench_bigimage
+        bench_bigimage(args.threads)
+        args.workloads = [w for w in args.workloads if w != "bigimage"]
+        if not args.workloads:
+            return 0
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workload {sorted(unknown)[0]!r}; choose from {sorted(WORKLOADS)}")
     if args.worker:
         return _ours(args.workload, args.repeats)
     print(f"threads={args.threads}  OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
-          f"  numpy {np.__version__}")
+          f"  numpy {np.__version__}  conv={os.environ.get('ADAIN_CONV', 'auto')}"
+          f"  pool={os.environ.get('ADAIN_CONV_THREADS', '0')}  load={args.load}")
+    # --load: processes that each burn one core while both sides are measured.
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    try:
+        rows = _compare(args)
+    finally:
+        for proc in burners:
+            proc.kill()
+            proc.wait()
+    _print_rows(rows)
+
+
+def _compare(args):
     rows = []
     for workload in args.workloads or ["encoder", "step"]:
         shape, _ = WORKLOADS[workload]
@@ -125,6 +183,10 @@ def main(argv=None):
         rows.append((workload, "x".join(map(str, shape)), t_ours, t_ref, ours["peak_mb"], ref["peak_mb"]))
         print(f"  {workload}: ours {['%.2f' % t for t in ours['times']]} s, torch {['%.2f' % t for t in ref['times']]} s",
               flush=True)
+    return rows
+
+
+def _print_rows(rows):
     print(f"\n{'workload':<9} {'shape':<12} {'ours s':>7} {'torch s':>8} {'time ratio':>10}"
           f" {'ours MB':>8} {'torch MB':>9} {'mem ratio':>9}")
     for name, shape, t_ours, t_ref, m_ours, m_ref in rows:

@@ -13,12 +13,12 @@ Files are written through cli.atomic_path: a failed write leaves the previous fi
 """
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from adain_np.cli import atomic_path
+from adain_np import npz
+from adain_np.files import BadFileError
 from adain_np.params import DECODER_SHAPES, check_decoder_params
 
 FORMAT = "adain_np training checkpoint"
@@ -26,7 +26,10 @@ VERSION = 1
 GROUPS = ("decoder", "adam_m", "adam_v")
 
 
-class CheckpointError(ValueError):
+MAX_META_CHARS = 1 << 20  # the JSON is a few hundred characters
+
+
+class CheckpointError(BadFileError):
     """A file that is not a usable training checkpoint; the message names the file."""
 
 
@@ -48,9 +51,7 @@ def _write_arrays(file, arrays):
 
 def write_npz(arrays, path):
     """{name: array} -> .npz at `path`, atomically (the old file survives any failure)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as file:
-            _write_arrays(file, arrays)
+    npz.write_npz(arrays, path, write=lambda file, arrays: _write_arrays(file, arrays))
 
 
 def save_decoder_npz(decoder, path):
@@ -70,18 +71,39 @@ def save_checkpoint(state, path):
     write_npz(arrays, path)
 
 
+def _accept_record(name, shape, dtype):
+    """Refuse a record by its header alone, before its data is read."""
+    if name == "meta":
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_META_CHARS:
+            raise ValueError("damaged checkpoint: 'meta' is not a short text")
+        return
+    if name in DECODER_SHAPES:
+        raise ValueError("not a training checkpoint: no 'meta' entry"
+                         " (it looks like decoder weights, not a training checkpoint)")
+    group, _, key = name.partition("/")
+    if group not in GROUPS:
+        raise ValueError(f"unexpected entry '{name}'")
+    if key not in DECODER_SHAPES:
+        raise ValueError(f"does not match the decoder architecture ({group}:"
+                         f" unexpected key '{key}')")
+    if tuple(shape) != DECODER_SHAPES[key]:
+        raise ValueError(f"does not match the decoder architecture ({group}: key '{key}' has"
+                         f" shape {tuple(shape)}, expected {DECODER_SHAPES[key]})")
+    if dtype != np.float32:
+        raise ValueError(f"{group}/{key} has dtype {dtype}, expected float32")
+
+
 def _read_npz(path):
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
-    except (ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
-        raise CheckpointError(f"{path}: not a training checkpoint (.npz) ({err})") from None
+        return npz.read_npz(path, _accept_record, max_bytes=_MAX_BYTES)
+    except BadFileError as err:
+        detail = str(err)[len(f"{path}: "):] if str(err).startswith(f"{path}: ") else str(err)
+        if "checkpoint" not in detail and "architecture" not in detail and "dtype" not in detail:
+            detail = f"not a training checkpoint: {detail}"
+        raise CheckpointError(f"{path}: {detail}") from None
+
+
+_MAX_BYTES = 3 * 4 * sum(int(np.prod(s)) for s in DECODER_SHAPES.values()) + 4 * MAX_META_CHARS
 
 
 def _read_meta(path, arrays):
@@ -91,17 +113,61 @@ def _read_meta(path, arrays):
         raise CheckpointError(f"{path}: not a training checkpoint: no 'meta' entry{hint}")
     try:
         meta = json.loads(str(arrays["meta"]))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         raise CheckpointError(f"{path}: damaged checkpoint: 'meta' is not JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an adain_np training checkpoint")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r},"
+    if type(meta.get("version")) is not int or meta["version"] != VERSION:
+        version = meta.get("version")
+        shown = version if type(version) is int and abs(version) < 10**9 else type(version).__name__
+        raise CheckpointError(f"{path}: checkpoint version {shown},"
                               f" this program reads version {VERSION}")
     for name in ("iteration", "adam_step"):
-        if not isinstance(meta.get(name), int) or meta[name] < 0:
-            raise CheckpointError(f"{path}: damaged checkpoint: bad '{name}' {meta.get(name)!r}")
+        if type(meta.get(name)) is not int or not 0 <= meta[name] < 2**53:
+            raise CheckpointError(f"{path}: damaged checkpoint: bad '{name}'")
+    problem = _resume_meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path}: damaged checkpoint: {problem}")
     return meta
+
+
+LOADERS = ("content_loader", "style_loader")
+_COUNT = (0, 2**63)  # seeds, batch sizes and image counts are non-negative int64s
+MAX_SETTING_CHARS = 4096
+
+
+def _resume_meta_problem(meta):
+    """What is wrong with the parts of `meta` a resumed run trusts, or None.
+
+    Types are checked before anything is compared or printed; positions cannot run
+    ahead of the iteration count (a huge one would make the sampler skip forever).
+    """
+    if "seed" in meta and not _is_count(meta["seed"]):
+        return "bad 'seed'"
+    for name in LOADERS:
+        if name not in meta:
+            continue
+        loader = meta[name]
+        if type(loader) is not dict:
+            return f"'{name}' is not a mapping"
+        consumed = loader.get("batches_consumed")
+        if type(consumed) is not int or not 0 <= consumed <= meta["iteration"]:
+            return f"bad '{name}' batches_consumed (must be 0..{meta['iteration']})"
+        for key in ("seed", "batch_size", "num_images"):
+            if key in loader and not _is_count(loader[key]):
+                return f"bad '{name}' {key}"
+    settings = meta.get("settings", {})
+    if type(settings) is not dict:
+        return "'settings' is not a mapping"
+    for name, value in settings.items():
+        if value is not None and type(value) not in (bool, int, float, str) \
+                or type(value) is str and len(value) > MAX_SETTING_CHARS:
+            return f"setting '{name[:40]}' is a {type(value).__name__}, not a plain value"
+    return None
+
+
+def _is_count(value):
+    return type(value) is int and _COUNT[0] <= value < _COUNT[1]
 
 
 def _read_group(path, arrays, group):

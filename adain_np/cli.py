@@ -1,17 +1,63 @@
-"""What every command line shares: one-line errors with exit code 2, and atomic writes.
+"""What every command line shares: one-line errors with exit code 2, the argument parser,
+the common flags and defaults, and atomic writes.
 
 A command's ``main`` raises ``UserError`` for anything the user can fix (a missing
 file, a bad flag value). ``run_cli`` prints it as one line on stderr and exits 2;
-no traceback reaches the user.
+no traceback reaches the user. Library modules raise their own errors; the commands
+turn the ones a user can fix into ``UserError``.
 """
+import argparse
 import contextlib
 import os
 import sys
 import tempfile
 
+# Where `python -m adain_np.weights download` puts the published weights.
+DEFAULT_VGG = os.path.join("models", "vgg_normalised.pth")
+DEFAULT_DECODER = os.path.join("models", "decoder.pth")
+DOWNLOAD_COMMAND = "python -m adain_np.weights download"
+
+# --device: auto picks the CUDA kernels on a usable GPU, else NumPy (backend.select_backend).
+DEVICE_CHOICES = ("auto", "cpu", "gpu", "emulator")
+
 
 class UserError(Exception):
     """Bad input: shown to the user as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is our one-line UserError (exit 2, no usage dump)."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
+def add_device_flag(parser, help_text):
+    """The --device flag every command that runs the network takes."""
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help=help_text)
+
+
+# --conv: which 3x3 conv path the NumPy backend takes (winograd.conv_path); the same as ADAIN_CONV.
+CONV_CHOICES = ("auto", "im2col", "winograd", "f2", "f4")
+
+
+def add_conv_flag(parser):
+    """The --conv flag of the commands that run the NumPy backend (stylize, train, bench)."""
+    parser.add_argument("--conv", choices=CONV_CHOICES, default=None,
+                        help="3x3 conv path on the CPU: auto (per-layer rule), im2col, winograd (= f4), "
+                             "f2 or f4 (default: $ADAIN_CONV, else auto)")
+
+
+def apply_conv_flag(args):
+    """Make --conv (or a checked ADAIN_CONV) the NumPy backend's default, for this process and its children."""
+    if getattr(args, "conv", None):
+        os.environ["ADAIN_CONV"] = args.conv
+    mode = os.environ.get("ADAIN_CONV") or "auto"
+    if mode not in CONV_CHOICES:
+        raise UserError(f"ADAIN_CONV={mode!r} is not one of {', '.join(CONV_CHOICES)}")
+    threads = os.environ.get("ADAIN_CONV_THREADS") or "0"
+    if not threads.isdigit() or int(threads) > 64:
+        raise UserError(f"ADAIN_CONV_THREADS={threads!r}: give a whole number of threads, 0 to 64")
 
 
 def run_cli(main, argv=None):

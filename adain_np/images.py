@@ -9,11 +9,14 @@ RGB (test.py fails on grayscale), high bit depths are scaled rather than clipped
 and EXIF orientation is applied.
 """
 import os
+import sys
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from adain_np.cli import atomic_path
+from adain_np.files import BadFileError, check_regular
 
 # Extensions listed as images in a folder. Anything else is skipped by name.
 IMAGE_EXTENSIONS = (
@@ -33,20 +36,47 @@ class ImageError(ValueError):
 
 # ---------------------------------------------------------------- loading
 
-def load_image(path):
+# Refused before decoding: far beyond what the networks can process in memory (16384^2).
+MAX_RESIZED_PIXELS = 1 << 28
+
+
+def resized_size(width, height, size):
+    """(width, height) after ``resize_shorter(img, size)``; size 0 keeps the image as is."""
+    if size == 0:
+        return width, height
+    short, long = min(width, height), max(width, height)
+    other = int(size * long / short) if short else 0
+    return (size, other) if width <= height else (other, size)
+
+
+def load_image(path, shorter_side=None):
     """Open an image file as an RGB PIL image, EXIF orientation applied.
 
-    Raises ImageError (one line, naming the file) for a missing, unreadable,
-    truncated or non-image file. The mode conversions are those of ``to_rgb``.
+    With `shorter_side` (the size it will be resized to), an image that would exceed
+    MAX_RESIZED_PIXELS after that resize is refused from its header, before any pixel
+    is decoded. Raises ImageError (one line, naming the file) for a missing, unreadable,
+    truncated, non-regular or non-image file. The mode conversions are those of ``to_rgb``.
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so truncated data fails here and not later
-            img = ImageOps.exif_transpose(img)
+        check_regular(path)  # a FIFO or a device would block Image.open forever
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if shorter_side is not None:
+                    _check_resized_size(path, img.size, shorter_side)
+                img.load()  # decode now, so truncated data fails here and not later
+                img = ImageOps.exif_transpose(img)
+        for warning in caught:  # Pillow's warning is two lines on stderr; ours is one
+            if issubclass(warning.category, Image.DecompressionBombWarning):
+                print(f"warning: {path}: {img.size[0]}x{img.size[1]} pixels, more than"
+                      f" Pillow's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS});"
+                      " decoding it anyway", file=sys.stderr)
         return to_rgb(img)
     except ImageError:
         raise
+    except BadFileError as err:
+        raise ImageError(str(err)) from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except FileNotFoundError:
@@ -58,6 +88,14 @@ def load_image(path):
     except Exception as err:  # decoders raise many types (OSError, SyntaxError, struct.error...)
         reason = _one_line(err) or type(err).__name__
         raise ImageError(f"{path}: cannot read image ({reason})") from None
+
+
+def _check_resized_size(path, size, shorter_side):
+    width, height = resized_size(*size, shorter_side)
+    if width * height > MAX_RESIZED_PIXELS:
+        raise ImageError(f"{path}: {size[0]}x{size[1]} image would be {width}x{height} after"
+                         f" resizing to {shorter_side}: too large (at most"
+                         f" {MAX_RESIZED_PIXELS} pixels); use a smaller size")
 
 
 def to_rgb(img):
@@ -79,11 +117,13 @@ def to_rgb(img):
     if img.mode.startswith("I;16"):
         return _gray_to_rgb(_scale_16bit(np.asarray(img)))
     if img.mode == "I":
-        values = np.asarray(img).astype(np.int64)  # (H, W)
+        values = np.asarray(img)  # (H, W) int32
         if values.size == 0 or (values.min() >= 0 and values.max() <= 65535):
             return _gray_to_rgb(_scale_16bit(values))
-        scaled = np.clip(values, 0, None) * (255.0 / (2**31 - 1))
-        return _gray_to_rgb(np.rint(scaled))
+        out = np.empty(values.shape, dtype=np.uint8)
+        for rows in _row_blocks(values):
+            out[rows] = np.rint(np.clip(values[rows], 0, None) * (255.0 / (2**31 - 1)))
+        return _gray_to_rgb(out)
     if img.mode == "F":
         values = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0)  # (H, W)
         return _gray_to_rgb(np.rint(np.clip(values, 0.0, 255.0)))
@@ -95,15 +135,33 @@ def to_rgb(img):
         raise ImageError(f"cannot convert image mode {img.mode} to RGB ({_one_line(err)})") from None
 
 
+ROWS_PER_BLOCK_PIXELS = 1 << 18  # convert high bit depths a block of rows at a time
+
+
+def _row_blocks(values):
+    step = max(1, ROWS_PER_BLOCK_PIXELS // max(1, values.shape[1] if values.ndim > 1 else 1))
+    for start in range(0, values.shape[0], step):
+        yield slice(start, start + step)
+
+
 def _scale_16bit(values):
-    """Map 0..65535 to 0..255 by rounding v / 257 (257 = 65535 / 255)."""
-    values = np.clip(np.asarray(values, dtype=np.float64), 0, 65535)  # (H, W)
-    return np.rint(values / 257.0)
+    """Map 0..65535 to 0..255 by rounding v / 257 (257 = 65535 / 255), in integers.
+
+    round(v / 257) == (v + 128) // 257 for every integer v (v / 257 is never exactly
+    k + 1/2 since 257 is odd). Done a block of rows at a time, so a huge 16-bit image
+    needs no full-size temporaries beyond its 8-bit result.
+    """
+    values = np.asarray(values)  # (H, W)
+    out = np.empty(values.shape, dtype=np.uint8)
+    for rows in _row_blocks(values):
+        block = np.clip(values[rows], 0, 65535).astype(np.uint32)
+        out[rows] = (block + 128) // 257
+    return out
 
 
 def _gray_to_rgb(gray):
     """A (H, W) array of 0..255 values -> RGB PIL image."""
-    gray = np.asarray(gray).astype(np.uint8)  # (H, W)
+    gray = np.asarray(gray, dtype=np.uint8)  # (H, W); no copy when it is uint8 already
     return Image.fromarray(np.stack([gray, gray, gray], axis=-1), mode="RGB")
 
 

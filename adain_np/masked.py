@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .images import center_crop, load_image
+from .stats import EPS
 from .xp import get_array_module
 
 
@@ -37,7 +38,7 @@ def mask_to_features(mask_img, feature_hw, crop=False):
     return np.asarray(small) > 0                                    # (h, w)
 
 
-def region_mean_std(part, eps=1e-5):
+def region_mean_std(part, eps=EPS):
     """Mean and std over the n positions of a region: part (C, n) -> (C, 1) each.
 
     The std is calc_mean_std's (unbiased, + eps). A single position has no unbiased
@@ -54,7 +55,7 @@ def region_mean_std(part, eps=1e-5):
     return mean, (var + eps) ** 0.5
 
 
-def masked_adain(content_feat, style_stats, mask, alpha=1.0, eps=1e-5):
+def masked_adain(content_feat, style_stats, mask, alpha=1.0, eps=EPS):
     """AdaIN with each style on its own region, then the alpha blend.
 
     content_feat: (1, C, h, w); style_stats: [(mean, std), (mean, std)] for the

@@ -9,11 +9,45 @@ modules.
 Dimension names: N batch, H/W image size, C_i channels at relu{i}_1.
 """
 
+import numpy as np
+
 from .backend import NumpyBackend
 from .losses import (content_loss_backward, content_loss_forward, style_loss_backward,
                      style_loss_forward)
 from .params import (DECODER_LAYERS, DECODER_SHAPES, ENCODER_SHAPES, ENCODER_SLICES,
                      VGG_LAYERS, check_decoder_params, check_vgg_params)
+
+
+def adain_target(backend, content_feat, style_stats, alpha=1.0, weights=None, mask=None):
+    """The decoder's input: AdaIN of the content features with the styles' statistics.
+
+    content_feat (N, C, h, w); style_stats: one (mean, std) per style, each (Ns, C, 1, 1).
+      one style:          alpha * AdaIN(c, s) + (1 - alpha) * c  (train.py, test.py)
+      weights (per style): alpha * sum_i w_i AdaIN(c, s_i) + (1 - alpha) * c  (test.py)
+      mask (h, w) bool:   style 0 where True, style 1 elsewhere, then the blend (masked.py)
+    Returns (N, C, h, w) on the backend.
+    """
+    if not 0.0 <= alpha <= 1.0:  # also refuses NaN
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if mask is not None:
+        from .masked import masked_adain  # masked.py reads mask images, a CLI matter
+        return masked_adain(content_feat, style_stats, mask, alpha)
+    if weights is None:
+        if len(style_stats) != 1:
+            raise ValueError(f"{len(style_stats)} styles need interpolation weights or a mask")
+        return backend.adain_forward(content_feat, *style_stats[0], alpha)[0]
+    if len(weights) != len(style_stats):
+        raise ValueError("one interpolation weight per style is needed")
+    feat = 0
+    for w, (mean, std) in zip(weights, style_stats):
+        feat = feat + w * backend.adain_forward(content_feat, mean, std, 1.0)[0]
+    return feat * alpha + content_feat * (1 - alpha)
+
+
+def compute_dtype(*param_dicts):
+    """float64 when the parameters are float64, else float32 (what the kernels compute in)."""
+    dtypes = [np.dtype(getattr(p, "dtype", np.float32)) for d in param_dicts for p in d.values()]
+    return np.float64 if np.result_type(*dtypes) == np.float64 else np.float32
 
 
 def run_layers(backend, layers, params, x, start, end, keep_cache=False):
@@ -63,12 +97,17 @@ def backprop_layers(backend, caches, dout, need_dx=True, grads=None):
 
 
 class Net:
-    """Mirrors pytorch-AdaIN's net.Net: forward returns (loss_c, loss_s); backward gives decoder grads."""
+    """Mirrors pytorch-AdaIN's net.Net: forward returns (loss_c, loss_s); backward gives decoder grads.
+
+    Without a backend it computes with NumPy in the parameters' dtype: float64 parameters
+    give a float64 network, anything else float32. A given backend computes in its own
+    dtype (NumpyBackend(np.float64) for float64; the CUDA kernels are float32 only).
+    """
 
     def __init__(self, vgg_params, decoder_params, backend=None):
         check_vgg_params(vgg_params)
         check_decoder_params(decoder_params)
-        self.backend = backend or NumpyBackend()
+        self.backend = backend or NumpyBackend(compute_dtype(vgg_params, decoder_params))
         b = self.backend
         # Modules after relu4_1 (index 30) are not part of the encoder and are dropped.
         # Copies, as torch's load_state_dict makes: training updates these in place and
@@ -101,15 +140,13 @@ class Net:
     # --- training -------------------------------------------------------------------
     def forward(self, content, style, alpha=1.0):
         """content, style: (N, 3, H, W) in [0, 1] -> (loss_c, loss_s) as Python floats."""
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         b = self.backend
         content, style = b.asarray(content), b.asarray(style)
         style_feats = self.encode_with_intermediate(style)
         style_stats = [b.mean_std(f) for f in style_feats]            # [(N, C_i, 1, 1) x2]
         del style_feats
         content_feat = self.encode(content)                            # (N, 512, h, w)
-        t, _ = b.adain_forward(content_feat, *style_stats[-1], alpha)  # (N, 512, h, w)
+        t = adain_target(b, content_feat, style_stats[-1:], alpha)     # (N, 512, h, w)
         del content_feat
         g_t, decoder_caches = self.decode(t, keep_cache=True)          # (N, 3, 8h, 8w)
         g_feats, encoder_caches = self.encode_with_intermediate(g_t, keep_cache=True)
@@ -137,32 +174,30 @@ class Net:
         backprop_layers(self.backend, decoder_caches, d, need_dx=False, grads=grads)
         return {k: grads[k] for k in DECODER_SHAPES}
 
+    # --- test.py ---------------------------------------------------------------------
+    def style_transfer(self, content, style, alpha=1.0, interpolation_weights=None):
+        """test.py's style_transfer on this network; see the module-level style_transfer."""
+        b = self.backend
+        content_f = self.encode(b.asarray(content))                    # (Nc, 512, h, w)
+        style_f = self.encode(b.asarray(style))                        # (Ns, 512, hs, ws)
+        style_mean, style_std = b.mean_std(style_f)                    # (Ns, 512, 1, 1) each
+        if interpolation_weights is None:
+            feat = adain_target(b, content_f, [(style_mean, style_std)], alpha)
+        else:
+            style_stats = [(style_mean[i:i + 1], style_std[i:i + 1]) for i in range(style_f.shape[0])]
+            feat = adain_target(b, content_f[:1], style_stats, alpha, interpolation_weights)
+        return b.to_host(self.decode(feat))
+
 
 def style_transfer(vgg_params, decoder_params, content, style, alpha=1.0,
-                   interpolation_weights=None, backend=None, net=None):
+                   interpolation_weights=None, backend=None):
     """test.py's style_transfer: decode alpha*AdaIN(f(c), f(s)) + (1-alpha)*f(c).
 
     content: (1, 3, H, W) (or (N, 3, H, W) without interpolation), style: (N, 3, Hs, Ws).
     With interpolation_weights (one per style), content is repeated by the caller as in
     test.py or given once; the target is sum_i w_i AdaIN(f(c), f(s_i)).
     Returns the decoded image (N or 1, 3, 8*ceil(H/8), 8*ceil(W/8)) as a host array.
+    With a Net already built, call its style_transfer method instead.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    net = net or Net(vgg_params, decoder_params, backend)
-    b = net.backend
-    content_f = net.encode(b.asarray(content))                      # (Nc, 512, h, w)
-    style_f = net.encode(b.asarray(style))                          # (Ns, 512, hs, ws)
-    style_mean, style_std = b.mean_std(style_f)
-    if interpolation_weights is not None:
-        if len(interpolation_weights) != style_f.shape[0]:
-            raise ValueError("one interpolation weight per style is needed")
-        content_f = content_f[:1]
-        feat = 0
-        for i, w in enumerate(interpolation_weights):
-            t_i, _ = b.adain_forward(content_f, style_mean[i:i + 1], style_std[i:i + 1], 1.0)
-            feat = feat + w * t_i
-        feat = feat * alpha + content_f * (1 - alpha)
-    else:
-        feat, _ = b.adain_forward(content_f, style_mean, style_std, alpha)
-    return b.to_host(net.decode(feat))
+    net = Net(vgg_params, decoder_params, backend)
+    return net.style_transfer(content, style, alpha, interpolation_weights)

@@ -23,9 +23,15 @@ def adam_update(param, grad, m, v, lr, beta1=0.9, beta2=0.999, eps=1e-8, step=1)
 
 
 class Adam:
-    """Adam over a dict of parameters, with a state that can be saved and restored."""
+    """Adam over a dict of parameters, with a state that can be saved and restored.
+
+    Every step goes through backend.adam_step (a NumPy backend when none is given).
+    """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, backend=None):
+        if backend is None:
+            from .backend import NumpyBackend  # backend.py imports this module
+            backend = NumpyBackend()
         self.params = params
         self.lr = lr
         self.beta1, self.beta2 = betas
@@ -39,9 +45,5 @@ class Adam:
     def step(self, grads):
         self.step_count += 1
         for key, param in self.params.items():
-            if self.backend is not None:
-                self.backend.adam_step(param, grads[key], self.m[key], self.v[key], self.lr,
-                                       self.beta1, self.beta2, self.eps, self.step_count)
-            else:
-                adam_update(param, grads[key], self.m[key], self.v[key], self.lr,
-                            self.beta1, self.beta2, self.eps, self.step_count)
+            self.backend.adam_step(param, grads[key], self.m[key], self.v[key], self.lr,
+                                   self.beta1, self.beta2, self.eps, self.step_count)

@@ -50,6 +50,15 @@ ENCODER_SLICES = ((0, 4), (4, 11), (11, 18), (18, 31))  # enc_1 .. enc_4
 ENCODER_END = 31
 
 
+# Smallest image side the encoder takes. Each ceil-mode pool before relu4_1 halves a side
+# (rounding up), and the reflection pad of the first conv after the last pool needs at
+# least 2 positions; a side of 2**pools + 1 is the least that keeps 2. The relu4_1 map
+# then has >= 2x2 positions, enough for the unbiased std.
+ENCODER_POOLS = sum(layer[0] == "pool" for layer in VGG_LAYERS[:ENCODER_END])
+MIN_IMAGE_SIDE = 2 ** ENCODER_POOLS + 1
+assert MIN_IMAGE_SIDE == 9
+
+
 def param_shapes(layers, end=None):
     """{'<i>.weight': (Cout, Cin, k, k), '<i>.bias': (Cout,)} for the convs in layers[:end]."""
     shapes = {}

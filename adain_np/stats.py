@@ -4,8 +4,12 @@ Dimension names: N batch, C channels, H/W height/width, L = H*W positions.
 """
 from .xp import get_array_module
 
+# Added to the variance before the square root (function.py's calc_mean_std), so a
+# constant channel does not divide by zero. Every mean/std in the project uses it.
+EPS = 1e-5
 
-def calc_mean_std_forward(feat, eps=1e-5):
+
+def calc_mean_std_forward(feat, eps=EPS):
     # feat: (N, C, H, W) -> mean, std: (N, C, 1, 1). std uses the unbiased
     # variance (divide by L-1), as torch's Tensor.var does by default, plus eps.
     N, C = feat.shape[:2]
@@ -32,7 +36,7 @@ def calc_mean_std_backward(dmean, dstd, cache):
     return dfeat
 
 
-def calc_mean_std(feat, eps=1e-5):
+def calc_mean_std(feat, eps=EPS):
     """pytorch-AdaIN's calc_mean_std: (mean, std), each (N, C, 1, 1)."""
     (mean, std), _ = calc_mean_std_forward(feat, eps)
     return mean, std

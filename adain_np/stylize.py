@@ -32,14 +32,15 @@ import time
 
 from PIL import Image
 
-from .backend import select_backend as backend_for_device
-from .cli import UserError, run_cli
+from .backend import DeviceError, select_backend as backend_for_device
+from .cli import UserError, add_conv_flag, apply_conv_flag, run_cli
 from .coral import coral
 from .images import (ImageError, center_crop, list_images, load_image, resize_shorter,
                      sample_images, sample_path, save_image, to_tensor)
 from .masked import load_mask, mask_to_features, masked_adain
 from .net import Net
 from .params import init_decoder_params, init_vgg_params
+from .streaming import StreamPlan, add_stream_flags
 
 # Three ceil-mode 2x poolings bring a side s to ceil(s/8) at relu4_1, and the reflection
 # pad there needs at least 2 positions: ceil(s/8) >= 2 means s >= 9. Then the relu4_1 map
@@ -85,6 +86,8 @@ def build_parser():
     p.add_argument("--mask", help="with --style FG,BG: non-zero mask pixels take FG, zero ones BG")
     p.add_argument("--device", choices=("auto", "cpu", "gpu", "emulator"), default="auto",
                    help="auto: the GPU when one is usable, else NumPy (default %(default)s)")
+    add_conv_flag(p)
+    add_stream_flags(p)
     p.add_argument("--random_weights", action="store_true",
                    help="use seeded random stand-in weights instead of --vgg/--decoder: the"
                    " pictures show the mechanics only, not a learned style")
@@ -95,7 +98,10 @@ def build_parser():
 
 def select_backend(device):
     """(backend, one-line description) for --device auto/cpu/gpu/emulator."""
-    backend, fallback = backend_for_device(device)
+    try:
+        backend, fallback = backend_for_device(device)
+    except DeviceError as err:
+        raise UserError(f"--device {err}") from None
     return backend, (f"numpy (auto: {fallback})" if fallback else backend.name)
 
 
@@ -111,9 +117,17 @@ def parse_weights(text, style_count):
     if len(weights) != style_count:
         raise UserError(f"--style_interpolation_weights has {len(weights)} weights for"
                         f" {style_count} style{'s' if style_count != 1 else ''}; give one per style")
-    total = sum(weights)
+    try:
+        total, size = math.fsum(weights), math.fsum(abs(w) for w in weights)
+    except OverflowError:  # fsum raises where sum would give inf
+        total = size = math.inf
+    if not math.isfinite(size):
+        raise UserError(f"--style_interpolation_weights {text!r}: their sum is not finite")
     if total == 0:
         raise UserError("--style_interpolation_weights sum to 0; they are divided by their sum")
+    if abs(total) < 1e-9 * size:  # 1e308,-1e308,1 would become 1e308,-1e308,1 after dividing
+        raise UserError(f"--style_interpolation_weights {text!r}: they nearly cancel out;"
+                        " their sum is too small to divide by")
     return [w / total for w in weights]
 
 
@@ -231,7 +245,7 @@ def _sample(name, kind):
 
 def prepare(path, size, crop):
     """test.py's test_transform on a file: (3, H, W) float32 in [0, 1]. Raises ImageError."""
-    img = resize_shorter(load_image(path), size)
+    img = resize_shorter(load_image(path, shorter_side=size), size)  # refuses huge-after-resize
     if crop:
         img = center_crop(img, size if size else min(img.size))
     width, height = img.size
@@ -247,7 +261,8 @@ def load_weights(args):
     if args.random_weights:
         say("using random stand-in weights (--random_weights): the pictures show the mechanics only")
         return init_vgg_params(RANDOM_SEED), init_decoder_params(RANDOM_SEED)
-    from .pth import CheckpointError, load_params  # reads torch files without torch
+    from .files import BadFileError
+    from .param_files import load_params  # reads torch files without torch
     params = []
     for flag, kind in (("vgg", "vgg"), ("decoder", "decoder")):
         path = getattr(args, flag)
@@ -255,7 +270,7 @@ def load_weights(args):
             raise UserError(f"--{flag} {path}: weights file not found; {_how_to_get(path, flag)}")
         try:
             params.append(load_params(path, kind))
-        except CheckpointError as err:
+        except BadFileError as err:
             raise UserError(str(err)) from None
     return params
 
@@ -388,6 +403,7 @@ class _Images:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    apply_conv_flag(args)
     check_options(args)
     contents, contents_in_folder, styles, styles_in_folder, mode, weights = resolve_inputs(args)
     mask_img = None
@@ -398,9 +414,11 @@ def main(argv=None):
         except ImageError as err:
             raise UserError(f"--mask {err}") from None
     images = _Images(args.crop)
+    plan = StreamPlan(args, say, warn)  # which contents stream in bands of rows (streaming.py)
     # Explicit files are checked before anything is computed or written.
     for path in ([] if contents_in_folder else contents):
-        images.get(path, args.content_size, False)
+        if not plan.wants(path):  # a streamed content is read when its job runs
+            images.get(path, args.content_size, False)
     for path in ([] if styles_in_folder else styles):
         images.get(path, args.style_size, False)
     jobs = plan_jobs(contents, styles, mode, args.save_ext, args.output)
@@ -414,6 +432,15 @@ def main(argv=None):
     stats_cache = {}  # style path -> relu4_1 (mean, std); not with --preserve_color
     for number, (content_path, style_paths, out_path) in enumerate(jobs, 1):
         job_start = time.perf_counter()
+        if plan.wants(content_path, backend):  # in bands of rows, in bounded memory
+            if plan.run(net, content_path, style_paths, out_path, weights, mask_img,
+                        contents_in_folder, styles_in_folder):
+                written += 1
+                say(f"[{number}/{len(jobs)}] {os.path.basename(content_path)} -> {out_path}"
+                    f" (streamed, {time.perf_counter() - job_start:.1f} s)")
+            else:
+                skipped += 1
+            continue
         content = images.get(content_path, args.content_size, contents_in_folder)
         style_list = [images.get(p, args.style_size, styles_in_folder) for p in style_paths]
         if content is None or any(s is None for s in style_list):

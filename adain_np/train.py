@@ -17,7 +17,6 @@ every ``--save_model_interval`` iterations and at the end. Added:
   and the pictures carry over colour and texture statistics, not a painter's style.
 """
 import argparse
-import csv
 import math
 import os
 import signal
@@ -28,18 +27,22 @@ import time
 import numpy as np
 
 from adain_np import pth
-from adain_np.backend import select_backend as backend_for_device
+from adain_np.backend import DeviceError, select_backend as backend_for_device
 from adain_np.checkpoint import (CheckpointError, TrainingState, load_checkpoint, save_checkpoint,
                                  save_decoder_npz)
-from adain_np.cli import UserError, atomic_path, run_cli
+from adain_np.cli import UserError, add_conv_flag, apply_conv_flag, run_cli
 from adain_np.dataset import BatchLoader, FlatFolderDataset
-from adain_np.images import (center_crop, load_image, resize_shorter, sample_dir, sample_images,
-                             to_tensor)
+from adain_np.files import BadFileError
+from adain_np.images import (MAX_RESIZED_PIXELS, center_crop, load_image, resize_shorter,
+                             sample_dir, sample_images, to_tensor)
+from adain_np.loss_log import LossLog
 from adain_np.net import Net
 from adain_np.optim import Adam
+from adain_np.param_files import load_params
 from adain_np.params import init_decoder_params, init_vgg_params
 
 DEFAULT_VGG = os.path.join("models", "vgg_normalised.pth")
+MAX_RESUME_PASSES = 10**6  # sampler passes a resumed run may replay (each is one permutation)
 RANDOM_ENCODER_SEED = 0  # the stand-in encoder is the same for every run, as the real one is
 CHECKPOINT_NAME = "checkpoint.npz"
 LOSS_LOG_NAME = "losses.csv"
@@ -84,6 +87,9 @@ def build_parser():
     add("--save_model_interval", type=int, help=with_default("save_model_interval"))
     add("--device", choices=("auto", "cpu", "gpu", "emulator"), default="auto",
         help="auto: the CUDA kernels if a GPU is usable, else NumPy (default auto)")
+    add_conv_flag(parser)
+    from adain_np.dist import add_dist_flags  # mpi4py itself loads only with --dist
+    add_dist_flags(parser)
     add("--seed", type=int, help="seeds the data order, crops and decoder init (default 0; "
                                  "with --resume, the checkpoint's)")
     add("--resume", metavar="PATH", help="continue from a checkpoint (save_dir/checkpoint.npz)")
@@ -130,6 +136,8 @@ def check_numbers(args):
         (args.crop_size >= MIN_CROP, f"--crop_size must be at least {MIN_CROP}, got {args.crop_size}"),
         (args.image_size >= args.crop_size,
          f"--image_size {args.image_size} is smaller than --crop_size {args.crop_size}"),
+        (args.image_size ** 2 <= MAX_RESIZED_PIXELS,
+         f"--image_size {args.image_size} is too large (at most {math.isqrt(MAX_RESIZED_PIXELS)})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -140,7 +148,10 @@ def check_numbers(args):
 
 def select_backend(device):
     """The backend for --device (see backend.select_backend); an auto fallback says why in one line."""
-    backend, fallback = backend_for_device(device)
+    try:
+        backend, fallback = backend_for_device(device)
+    except DeviceError as err:
+        raise UserError(f"--device {err}") from None
     if fallback:
         print(f"note: {fallback}; training on the CPU with NumPy", file=sys.stderr)
     return backend
@@ -157,8 +168,8 @@ def load_encoder(vgg_path):
     if not os.path.exists(path):
         raise UserError(f"--vgg {path}: no such file")
     try:
-        return pth.load_params(path, "vgg"), os.path.abspath(path)
-    except pth.CheckpointError as err:
+        return load_params(path, "vgg"), os.path.abspath(path)
+    except BadFileError as err:
         raise UserError(str(err)) from None
 
 
@@ -190,56 +201,6 @@ def load_sample_pair(size):
 
 
 # ---------------------------------------------------------------- what a run writes
-
-class LossLog:
-    """One CSV row per iteration, appended and flushed as training goes."""
-
-    COLUMNS = ("iteration", "lr", "loss_content", "loss_style", "loss", "seconds")
-
-    def __init__(self, path):
-        self.path = path
-
-    def start(self, resume_iteration=None):
-        """A fresh run keeps an old log under a new name; a resumed one drops rows it will redo."""
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        if not os.path.exists(self.path):
-            self._write_rows([])
-        elif resume_iteration is None:
-            kept = self._free_name()
-            os.replace(self.path, kept)
-            print(f"note: the previous {self.path} is kept as {kept}", file=sys.stderr)
-            self._write_rows([])
-        else:
-            rows = self.read()
-            kept = [row for row in rows if int(row["iteration"]) <= resume_iteration]
-            if len(kept) != len(rows):
-                print(f"note: dropping {len(rows) - len(kept)} rows after iteration "
-                      f"{resume_iteration} from {self.path}: they are redone", file=sys.stderr)
-                self._write_rows(kept)
-
-    def _free_name(self):
-        stem, ext = os.path.splitext(self.path)
-        number = 1
-        while os.path.exists(f"{stem}.{number}{ext}"):
-            number += 1
-        return f"{stem}.{number}{ext}"
-
-    def _write_rows(self, rows):
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "w", newline="") as file:
-                writer = csv.DictWriter(file, self.COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-
-    def append(self, **row):
-        with open(self.path, "a", newline="") as file:
-            # repr: the shortest text that reads back as the same float, so logs compare exactly
-            file.write(",".join(repr(row[name]) for name in self.COLUMNS) + "\n")
-
-    def read(self):
-        with open(self.path, newline="") as file:
-            return list(csv.DictReader(file))
-
 
 class ProgressBar:
     """One status line on stderr: redrawn in place on a terminal, a new line every
@@ -479,6 +440,10 @@ def restore(trainer, state):
                          ("style_loader", trainer.style_loader)):
         # The seed and batch size were compared already (warn_changed_settings).
         saved = {k: v for k, v in state.meta[name].items() if k not in ("seed", "batch_size")}
+        passes = saved["batches_consumed"] * loader.batch_size // max(1, len(loader.dataset))
+        if passes > MAX_RESUME_PASSES:  # the sampler replays every pass: refuse, never hang
+            raise UserError(f"{trainer.args.resume}: {name} is {passes} passes over the"
+                            f" {len(loader.dataset)} images in; resuming would take too long")
         loader.set_state(saved)
 
 
@@ -556,8 +521,17 @@ def train(trainer):
 
 def main(argv=None):
     args = parse_args(argv)
-    trainer = build_trainer(args)
-    return train(trainer)
+    apply_conv_flag(args)
+    if args.dist != "none":  # data-parallel over mpiexec/srun ranks (adain_np/dist.py)
+        from adain_np.dist import train_distributed
+        return train_distributed(args)
+    try:
+        trainer = build_trainer(args)
+        return train(trainer)
+    except MemoryError:  # numpy's error names no flag; this line does
+        raise UserError(f"out of memory (--batch_size {args.batch_size}, --image_size"
+                        f" {args.image_size}, --crop_size {args.crop_size}); try smaller"
+                        " values") from None
 
 
 if __name__ == "__main__":

@@ -7,34 +7,27 @@
 Downloads use urllib only. ADAIN_NP_WEIGHTS_URL overrides the release URL (tests point it
 at a local server or a file:// folder).
 """
-import argparse
 import http.client
 import os
 import sys
+import tempfile
 import threading
 import urllib.request
 
-import numpy as np
+from tqdm import tqdm
 
-from adain_np.cli import UserError, atomic_path, run_cli
-from adain_np.params import DECODER_SHAPES, VGG_SHAPES
-from adain_np.pth import (CheckpointError, check_weights, load_checked, read_weights,
-                          save_state_dict)
+from adain_np.cli import ArgumentParser, UserError, atomic_path, run_cli
+from adain_np.files import BadFileError
+from adain_np.npz import write_npz
+from adain_np.param_files import load_checked, read_weights
+from adain_np.pth import save_state_dict
 
 RELEASE_URL = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0"
 URL_ENV = "ADAIN_NP_WEIGHTS_URL"
 WEIGHT_FILES = (("vgg_normalised.pth", "vgg"), ("decoder.pth", "decoder"))
 DEFAULT_TIMEOUT = 10.0  # seconds; offline, the whole command must give up within 15 s
+MAX_TIMEOUT = 3600.0    # a larger --timeout is a typo (and 1e300 overflows the thread join)
 CHUNK = 1 << 20
-
-
-def guess_kind(params):
-    """'vgg' or 'decoder' from the first layer's weight shape, None if neither fits."""
-    firsts = (("vgg", VGG_SHAPES, "0.weight"), ("decoder", DECODER_SHAPES, "1.weight"))
-    for kind, shapes, first in firsts:
-        if first in params and tuple(np.shape(params[first])) == shapes[first]:
-            return kind
-    return None
 
 
 # ---------------------------------------------------------------- download
@@ -60,29 +53,20 @@ def _open_url(url, timeout):
     raise err
 
 
-def _progress(name, done, total, stream):
-    """One self-overwriting line: name [#####.....] 12.3/80.1 MB."""
-    mb = 1e6
-    if total:
-        filled = int(30 * done / total)
-        bar = "#" * filled + "." * (30 - filled)
-        stream.write(f"\r{name} [{bar}] {done / mb:.1f}/{total / mb:.1f} MB")
-    else:
-        stream.write(f"\r{name} {done / mb:.1f} MB")
-    stream.flush()
-
-
 def _copy_with_progress(response, out, name, stream):
-    """Copy the body to `out`, drawing the bar; returns (bytes copied, bytes promised)."""
+    """Copy the body to `out` under a tqdm bar; returns (bytes copied, bytes promised)."""
     total = int(response.headers.get("Content-Length") or 0)
+    bar_format = ("{desc} [{bar:30}] {n_fmt}B/{total_fmt}B {rate_fmt} eta {remaining}"
+                  if total else "{desc} {n_fmt}B {rate_fmt}")
     done = 0
-    try:
+    # ascii=".#": the bar is plain '#' and '.', readable in any log; leave=True ends its
+    # line, so an error message gets a line of its own.
+    with tqdm(total=total or None, desc=name, unit="B", unit_scale=True, unit_divisor=1000,
+              file=stream, ascii=".#", bar_format=bar_format, leave=True) as bar:
         while chunk := response.read(CHUNK):
             out.write(chunk)
             done += len(chunk)
-            _progress(name, done, total, stream)
-    finally:
-        stream.write("\n")  # end the bar's line, so an error message gets its own line
+            bar.update(len(chunk))
     return done, total
 
 
@@ -95,7 +79,7 @@ def _fetch(url, target, kind, timeout, stream):
             raise ConnectionError(f"got {done} of {total} bytes")
         try:
             load_checked(tmp, kind)
-        except CheckpointError as err:
+        except BadFileError as err:
             raise UserError(f"downloaded {url} but it is not valid {kind} weights:"
                             f" {str(err).split(': ', 1)[-1]}") from None
 
@@ -109,9 +93,21 @@ def _by_hand_message(directory, base_url):
 def _is_valid(path, kind):
     try:
         load_checked(path, kind)
-    except CheckpointError:
+    except BadFileError:
         return False
     return True
+
+
+def _writable_folder(directory):
+    """Create `directory` if needed and make sure files can be written in it."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except FileExistsError:
+        raise UserError(f"--dir {directory}: exists and is not a folder") from None
+    except OSError as err:
+        raise UserError(f"--dir {directory}: cannot write there ({err.strerror or err})") from None
 
 
 def download(directory="models", base_url=None, timeout=DEFAULT_TIMEOUT, stream=None):
@@ -123,7 +119,7 @@ def download(directory="models", base_url=None, timeout=DEFAULT_TIMEOUT, stream=
     """
     stream = stream or sys.stderr  # looked up now, not at import: callers may redirect it
     base_url = (base_url or os.environ.get(URL_ENV) or RELEASE_URL).rstrip("/")
-    os.makedirs(directory, exist_ok=True)
+    _writable_folder(directory)
     for name, kind in WEIGHT_FILES:
         target, url = os.path.join(directory, name), f"{base_url}/{name}"
         if os.path.exists(target) and _is_valid(target, kind):
@@ -143,23 +139,15 @@ def download(directory="models", base_url=None, timeout=DEFAULT_TIMEOUT, stream=
 def _read_checked(path, kind):
     """The whole checked dict (float32, torch order); `auto` guesses the kind from the keys."""
     try:
-        raw = read_weights(path)
-        if kind == "auto":
-            kind = guess_kind(raw)
-            if kind is None:
-                raise UserError(f"{path}: cannot tell whether this is vgg or decoder weights;"
-                                " pass --kind")
-        return check_weights(raw, kind, path), kind
-    except CheckpointError as err:
+        return read_weights(path, kind)
+    except BadFileError as err:
         raise UserError(str(err)) from None
 
 
 def convert(source, target, kind="auto"):
     """A .pth (or .npz) with checked `kind` weights -> .npz of float32; returns (kind, count)."""
     params, kind = _read_checked(source, kind)
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as out:  # a file object: np.savez would append '.npz' to a name
-            np.savez(out, **params)
+    write_npz(params, target)
     return kind, len(params)
 
 
@@ -170,15 +158,8 @@ def export(source, target, kind="decoder"):
     return kind, len(params)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but its errors become our one-line UserError (exit 2, no usage dump)."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
-
-
 def main(argv=None):
-    parser = _Parser(prog="python -m adain_np.weights",
+    parser = ArgumentParser(prog="python -m adain_np.weights",
                      description="Get, convert and export the AdaIN network weights.")
     commands = parser.add_subparsers(dest="command", required=True)
     get = commands.add_parser("download", help="fetch the published pytorch-AdaIN weights")
@@ -194,8 +175,8 @@ def main(argv=None):
                          help="architecture to check (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "download":
-        if not args.timeout > 0:
-            raise UserError("--timeout must be positive")
+        if not 0 < args.timeout <= MAX_TIMEOUT:  # also refuses nan and inf
+            raise UserError(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}]")
         download(args.dir, timeout=args.timeout)
         return 0
     if os.path.abspath(args.source) == os.path.abspath(args.target):

@@ -1,4 +1,5 @@
 // adain.cu: fused AdaIN apply with the alpha blend of pytorch-AdaIN's test.py:
+// Run: pytest tests/test_kernels.py -k adain; timed inside stylize: python tools/bench_gpu.py --only stylize
 //   t = alpha * ((c - mean_c) / std_c * style_std + style_mean) + (1 - alpha) * c
 // The content statistics mean_c, std_c come from instance_stats.cu (instance_mean_std_v2);
 // so do the style statistics and those of the style loss.

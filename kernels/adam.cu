@@ -1,4 +1,5 @@
 // adam.cu: one in-place Adam step, torch.optim.Adam semantics (no weight decay, no amsgrad):
+// Run: pytest tests/test_kernels.py -k adam; timed inside the step: python tools/bench_gpu.py --only step
 //   m = lerp(m, g, 1 - beta1)              (torch: exp_avg.lerp_(grad, 1 - beta1))
 //   v = beta2 * v + (1 - beta2) * g * g    (torch: exp_avg_sq.mul_(beta2).addcmul_(g, g, 1 - beta2))
 //   p = p - step_size * m / (sqrt(v) / bias_correction2_sqrt + eps)

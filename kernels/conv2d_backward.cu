@@ -1,4 +1,7 @@
 // conv2d_backward.cu: gradients of y = [ReLU](conv2d(ReflectionPad2d(1)(x), w) + b)
+// Run one version: pytest tests/test_kernels.py -k 'conv_backward_weight and 4' (or _data);
+// time it per VGG shape against cuDNN: python tools/bench_gpu.py --only convs --version bwd_weight=4
+// (bwd_data=V for backward-data; the bias kernels are timed inside every bwd_weight row).
 // (K = 3) or y = [ReLU](conv2d(x, w) + b) (K = 1), stride 1, fp32.
 //
 // Layouts (C-contiguous, torch layouts):
@@ -22,6 +25,9 @@
 //   conv2d_backward_data_v4   the same GEMM with an 8x128 tile, 2x8 per thread, K-slices of 8,
 //                             for Cin <= 8 (conv1_1, Cin = 3), where 64-row tiles are 95% empty.
 //                             block 64, grid (ceil(N*Hp*Wp / 128), ceil(Cin / 8)).
+//   conv2d_backward_data_v5   v3 (128x128) with the B loader branch-free: dz loaded at a
+//                             clamped address, padding and ReLU mask applied as one select.
+//   conv2d_backward_data_v6   v2 (64x64) with the same branch-free B loader.
 //   conv2d_backward_fold_reflect  dx from dxp for K = 3 (dxp, dx, NC, H, W);
 //                             block 256, grid ceil(NC*H*W / 256). For K = 1, dxp is dx.
 //
@@ -46,31 +52,39 @@
 //   conv2d_backward_weight_v6 v4's core, 64x32 tile (Cin*K*K <= 32, conv1_1), 4x4, BK 16, block 128.
 //   conv2d_backward_weight_v7 v4's core, 8x128 tile (Cout <= 8, the last decoder conv), 4x4,
 //                             block 64. v4-v7 take the same arguments as v2/v3.
+//   conv2d_backward_weight_v8 v4 with both loads of the ReLU mask made unconditionally and
+//                             the mask a select (relu_select): no compare-branch-load chain.
+//   conv2d_backward_weight_v9 v8 with the bias gradient fused: the blocks of column tile 0
+//                             also write db partials part_db[z][co] (extra last argument,
+//                             (splits, Cout)); sum_splits adds them. No bias kernel runs.
 //   sum_splits                out[i] = sum_s part[s*count + i]  (part, out, splits, count).
 // The tiled versions use the GEMM cores of conv_gemm_tile.cuh with __launch_bounds__ set per
-// tile (64x64: 3 blocks/SM, 128x128: 2, ...), without spills (compile_check). Their tiles
-// live in two file-scope shared arrays (see conv_backward_smem_a below).
+// tile (64x64: 3 blocks/SM, 128x128: 2, ...), without spills (compile_check).
 // Backward-bias: db[co] = sum over n, h, w of dz.
 //   conv2d_backward_bias_v1   one thread per channel. (dy, y, db, N, Cout, HW, relu)
 //   conv2d_backward_bias_v2   one block per channel, strided sums merged with warp shuffles.
 //                             (dy, y, db, N, Cout, HW, relu), block 256, grid Cout.
+//   conv2d_backward_bias_v3   block (co, n, c) sums pixels [c*chunk, (c+1)*chunk) of plane
+//                             (n, co) into part[(n*chunks + c)*Cout + co]; sum_splits adds the
+//                             N*chunks partials. Four independent loads per step, clamped
+//                             addresses and the ReLU mask as a select: no branch before a load.
+//                             (dy, y, part, N, Cout, HW, relu, chunk), block 256,
+//                             grid (Cout, N, ceil(HW / chunk)).
 
 #include "conv_gemm_tile.cuh"
-
-// The tiles of every tiled kernel of this file live in these two arrays, not in arrays
-// declared in each kernel. On the GPU only the size changes: each kernel that uses them
-// gets its own 17 KiB (register use, not shared memory, limits these kernels' occupancy).
-// Why: the CPU emulator builds the whole file for each kernel and counts every __shared__
-// array in it against the 48 KiB limit, and per-kernel arrays stopped fitting in that sum
-// with v4-v7. (A and B stay separate arrays: see gemm_kstep_a_floats.)
-#define CONV_BACKWARD_SMEM_A 2176
-#define CONV_BACKWARD_SMEM_B 2112
-__shared__ __align__(16) float conv_backward_smem_a[CONV_BACKWARD_SMEM_A];
-__shared__ __align__(16) float conv_backward_smem_b[CONV_BACKWARD_SMEM_B];
 
 __device__ __forceinline__ float relu_masked(const float* dy, const float* y, int i, int relu)
 {
     return (relu && y[i] <= 0.f) ? 0.f : dy[i];
+}
+
+// The same value with both loads made unconditionally (y is always a valid pointer, dy
+// itself when relu == 0) and the mask applied as a select: no branch ahead of the loads.
+__device__ __forceinline__ float relu_select(const float* dy, const float* y, int i, int relu)
+{
+    const float d = dy[i];
+    const float v = y[i];
+    return (relu && v <= 0.f) ? 0.f : d;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -127,7 +141,7 @@ extern "C" __global__ void conv2d_backward_data_v1(const float* __restrict__ dy,
     dx[idx] = acc;
 }
 
-template <int KSIZE>
+template <int KSIZE, bool SELECT_MASK>
 struct ConvBackwardDataLoader {
     // A = w transposed to (Cin, Cout*KK), k ordered (co, kh, kw).
     // B = col(dz), (Cout*KK, N*Hp*Wp): B[(co,kh,kw), (n,p,q)] = dz[n, co, p-kh, q-kw], 0 outside.
@@ -166,12 +180,22 @@ struct ConvBackwardDataLoader {
         const int kw = r - kh * KSIZE;
         const int oh = c.p - kh;
         const int ow = c.q - kw;
+        if (SELECT_MASK) {
+            // Both loads at a clamped (always valid) address, then one select for the
+            // padding and the ReLU mask: no branch ahead of the loads.
+            const bool inside = oh >= 0 && oh < H && ow >= 0 && ow < W;
+            const int i = c.img + (co * H + min(max(oh, 0), H - 1)) * W + min(max(ow, 0), W - 1);
+            const float d = dy[i];
+            const float v = y[i];
+            const bool keep = inside & ((relu == 0) | !(v <= 0.f));  // NaN in y passes dy
+            return keep ? d : 0.f;
+        }
         if (oh < 0 || oh >= H || ow < 0 || ow >= W) return 0.f;
         return relu_masked(dy, y, c.img + (co * H + oh) * W + ow, relu);
     }
 };
 
-template <int BM, int BN, int BK, int TM, int TN, int KSIZE>
+template <int BM, int BN, int BK, int TM, int TN, int KSIZE, bool SELECT_MASK>
 __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
                                                           const float* dy, const float* y,
                                                           const float* w, float* dxp,
@@ -182,12 +206,13 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
     constexpr int TY = BM / TM;
     const int HWp = (H + KSIZE - 1) * (W + KSIZE - 1);
     const int Ncols = N * HWp;
-    const ConvBackwardDataLoader<KSIZE> ld{dy, y, w, Cin, H, W, Cout, Ncols, relu};
+    const ConvBackwardDataLoader<KSIZE, SELECT_MASK> ld{dy, y, w, Cin, H, W, Cout, Ncols, relu};
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
 
     float acc[TM][TN];
-    gemm_tile<BM, BN, BK, TM, TN, false>(ld, As, Bs, m0, n0, 0, Cout * KSIZE * KSIZE, acc);
+    gemm_tile<BM, BN, BK, TM, TN, false, ConvBackwardDataLoader<KSIZE, SELECT_MASK>, SELECT_MASK>(
+        ld, As, Bs, m0, n0, 0, Cout * KSIZE * KSIZE, acc);
 
     const int tx = threadIdx.x % TX;
     const int ty = threadIdx.x / TX;
@@ -205,7 +230,7 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
     }
 }
 
-#define CONV2D_BACKWARD_DATA_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)                 \
+#define CONV2D_BACKWARD_DATA_TILED_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, SELECT)   \
     extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)      \
     NAME(const float* __restrict__ dy,                                                   \
          const float* __restrict__ y,                                                    \
@@ -214,21 +239,23 @@ __device__ __forceinline__ void conv2d_backward_data_tile(float* As, float* Bs,
          int N, int Cin, int H, int W, int Cout,                                         \
          int ksize, int relu)                                                            \
     {                                                                                    \
-        static_assert(BK * (BM + GEMM_PAD) <= CONV_BACKWARD_SMEM_A &&                    \
-                      BK * (BN + GEMM_PAD) <= CONV_BACKWARD_SMEM_B, "tile > smem arrays");  \
-        float* As = conv_backward_smem_a;                                                \
-        float* Bs = conv_backward_smem_b;                                                \
+        __shared__ __align__(16) float As[BK * (BM + GEMM_PAD)];                                       \
+        __shared__ __align__(16) float Bs[BK * (BN + GEMM_PAD)];                                       \
         if (ksize == 3)                                                                  \
-            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 3>(As, Bs, dy, y, w, dxp,      \
-                                                             N, Cin, H, W, Cout, relu);  \
+            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 3, SELECT>(As, Bs, dy, y, w,   \
+                                                     dxp, N, Cin, H, W, Cout, relu);     \
         else                                                                             \
-            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 1>(As, Bs, dy, y, w, dxp,      \
-                                                             N, Cin, H, W, Cout, relu);  \
+            conv2d_backward_data_tile<BM, BN, BK, TM, TN, 1, SELECT>(As, Bs, dy, y, w,   \
+                                                     dxp, N, Cin, H, W, Cout, relu);     \
     }
+#define CONV2D_BACKWARD_DATA_TILED(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS) \
+    CONV2D_BACKWARD_DATA_TILED_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, false)
+// v5, v6: v3, v2 with the padding and ReLU mask as one select after unconditional loads.
+#define CONV2D_BACKWARD_DATA_TILED_SELECT(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS) \
+    CONV2D_BACKWARD_DATA_TILED_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, true)
 
-CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v2, 64, 64, 16, 4, 4, 3)
-CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v3, 128, 128, 8, 8, 8, 2)
-CONV2D_BACKWARD_DATA_TILED(conv2d_backward_data_v4, 8, 128, 8, 2, 8, 8)
+// CONV2D_BACKWARD_DATA_TILED(name, BM, BN, BK, TM, TN, MIN_BLOCKS) is instantiated per version from
+// adain_np/cuda/versions.py by source.kernel_source (one tile table for grids and kernels).
 
 extern "C" __global__ void conv2d_backward_fold_reflect(const float* __restrict__ dxp,
                                                         float* __restrict__ dx,
@@ -383,10 +410,8 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
          int N, int Cin, int H, int W, int Cout,                                     \
          int ksize, int relu, int k_chunk)                                           \
     {                                                                                \
-        static_assert(BK * (BM + GEMM_PAD) <= CONV_BACKWARD_SMEM_A &&                \
-                      BK * (BN + GEMM_PAD) <= CONV_BACKWARD_SMEM_B, "tile > smem arrays");  \
-        float* As = conv_backward_smem_a;                                            \
-        float* Bs = conv_backward_smem_b;                                            \
+        __shared__ __align__(16) float As[BK * (BM + GEMM_PAD)];                                   \
+        __shared__ __align__(16) float Bs[BK * (BN + GEMM_PAD)];                                   \
         if (ksize == 3)                                                              \
             conv2d_backward_weight_tile<BM, BN, BK, TM, TN, 3>(                      \
                 As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
@@ -395,12 +420,12 @@ __device__ __forceinline__ void conv2d_backward_weight_tile(float* As, float* Bs
                 As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
     }
 
-CONV2D_BACKWARD_WEIGHT_TILED(conv2d_backward_weight_v2, 64, 64, 16, 4, 4, 3)
-CONV2D_BACKWARD_WEIGHT_TILED(conv2d_backward_weight_v3, 128, 128, 8, 8, 8, 2)
+// CONV2D_BACKWARD_WEIGHT_TILED(name, BM, BN, BK, TM, TN, MIN_BLOCKS) is instantiated per version from
+// adain_np/cuda/versions.py by source.kernel_source (one tile table for grids and kernels).
 
 // v4-v7: the stepping-position core (gemm_tile_kstep). A thread's pixel is decoded once,
 // then advanced by BK per slice; all of its loads in a slice share that pixel.
-template <int KSIZE, int BK>
+template <int KSIZE, int BK, bool SELECT_MASK>
 struct ConvBackwardWeightStepLoader {
     // Same matrices as ConvBackwardWeightLoader: A = dz (Cout, N*H*W), B = im2col(x)^T.
     static constexpr int KK = KSIZE * KSIZE;
@@ -438,7 +463,8 @@ struct ConvBackwardWeightStepLoader {
     __device__ __forceinline__ ARow a_row(int m) const { return ARow{min(m, Cout - 1) * H * W}; }
     __device__ __forceinline__ float a(const ARow& r, const Pos& p) const
     {
-        return relu_masked(dy, y, p.dz_img + r.co_off + p.oh * W + p.ow, relu);
+        const int i = p.dz_img + r.co_off + p.oh * W + p.ow;
+        return SELECT_MASK ? relu_select(dy, y, i, relu) : relu_masked(dy, y, i, relu);
     }
     __device__ __forceinline__ BCol b_col(int col) const
     {
@@ -456,24 +482,30 @@ struct ConvBackwardWeightStepLoader {
     }
 };
 
-template <int BM, int BN, int BK, int TM, int TN, int KSIZE>
+template <int BM, int BN, int BK, int TM, int TN, int KSIZE, bool SELECT_MASK, bool BIAS = false>
 __device__ __forceinline__ void conv2d_backward_weight_kstep(float* As, float* Bs,
                                                              const float* dy, const float* y,
                                                              const float* x, float* part,
                                                              int N, int Cin, int H, int W,
-                                                             int Cout, int relu, int k_chunk)
+                                                             int Cout, int relu, int k_chunk,
+                                                             float* Rs = nullptr,
+                                                             float* part_db = nullptr)
 {
     constexpr int TX = BN / TN;
     const int Ncols = Cin * KSIZE * KSIZE;
     const int Kdim = N * H * W;
-    const ConvBackwardWeightStepLoader<KSIZE, BK> ld{dy, y, x, Cin, H, W, Cout, relu};
+    const ConvBackwardWeightStepLoader<KSIZE, BK, SELECT_MASK> ld{dy, y, x, Cin, H, W, Cout, relu};
     const int m0 = blockIdx.y * BM;
     const int n0 = blockIdx.x * BN;
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = min(Kdim, k_begin + k_chunk);
 
     float acc[TM][TN];
-    gemm_tile_kstep<BM, BN, BK, TM, TN>(ld, As, Bs, m0, n0, k_begin, k_end, acc);
+    if (BIAS && blockIdx.x == 0)  // the first column tile also sums its dz rows: db partials
+        gemm_tile_kstep<BM, BN, BK, TM, TN, ConvBackwardWeightStepLoader<KSIZE, BK, SELECT_MASK>, true>(
+            ld, As, Bs, m0, n0, k_begin, k_end, acc, Rs, part_db + (size_t)blockIdx.z * Cout, Cout);
+    else
+        gemm_tile_kstep<BM, BN, BK, TM, TN>(ld, As, Bs, m0, n0, k_begin, k_end, acc);
 
     float* out = part + (size_t)blockIdx.z * Cout * Ncols;
     const int tx = threadIdx.x % TX;
@@ -490,7 +522,7 @@ __device__ __forceinline__ void conv2d_backward_weight_kstep(float* As, float* B
     }
 }
 
-#define CONV2D_BACKWARD_WEIGHT_KSTEP(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)           \
+#define CONV2D_BACKWARD_WEIGHT_KSTEP_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, SELECT) \
     extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)  \
     NAME(const float* __restrict__ dy,                                               \
          const float* __restrict__ y,                                                \
@@ -499,22 +531,46 @@ __device__ __forceinline__ void conv2d_backward_weight_kstep(float* As, float* B
          int N, int Cin, int H, int W, int Cout,                                     \
          int ksize, int relu, int k_chunk)                                           \
     {                                                                                \
-        static_assert(gemm_kstep_a_floats<BM, BK>() <= CONV_BACKWARD_SMEM_A &&       \
-                      gemm_kstep_b_floats<BN, BK>() <= CONV_BACKWARD_SMEM_B,         \
-                      "tile > smem arrays");                                         \
+        __shared__ __align__(16) float As[gemm_kstep_a_floats<BM, BK>()];            \
+        __shared__ __align__(16) float Bs[gemm_kstep_b_floats<BN, BK>()];            \
         if (ksize == 3)                                                              \
-            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 3>(                     \
-                conv_backward_smem_a, conv_backward_smem_b, dy, y, x, part, N, Cin, H, W, Cout, \
-                relu, k_chunk);                                                      \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 3, SELECT>(             \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
         else                                                                         \
-            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 1>(                     \
-                conv_backward_smem_a, conv_backward_smem_b, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);            \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 1, SELECT>(             \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk);          \
+    }
+#define CONV2D_BACKWARD_WEIGHT_KSTEP(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS) \
+    CONV2D_BACKWARD_WEIGHT_KSTEP_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, false)
+// v8: v4 with the ReLU mask as a select (relu_select) instead of a branch before the load.
+#define CONV2D_BACKWARD_WEIGHT_KSTEP_SELECT(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS) \
+    CONV2D_BACKWARD_WEIGHT_KSTEP_IMPL(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS, true)
+
+// v9: v8 that also writes the bias gradient's per-split partials part_db[z][co] (blocks of
+// the first column tile sum the dz rows they load anyway); sum_splits adds them.
+#define CONV2D_BACKWARD_WEIGHT_KSTEP_BIAS(NAME, BM, BN, BK, TM, TN, MIN_BLOCKS)      \
+    extern "C" __global__ void __launch_bounds__((BM / TM) * (BN / TN), MIN_BLOCKS)  \
+    NAME(const float* __restrict__ dy,                                               \
+         const float* __restrict__ y,                                                \
+         const float* __restrict__ x,                                                \
+         float* __restrict__ part,                                                   \
+         int N, int Cin, int H, int W, int Cout,                                     \
+         int ksize, int relu, int k_chunk,                                           \
+         float* __restrict__ part_db)                                                \
+    {                                                                                \
+        __shared__ __align__(16) float As[gemm_kstep_a_floats<BM, BK>()];            \
+        __shared__ __align__(16) float Bs[gemm_kstep_b_floats<BN, BK>()];            \
+        __shared__ float Rs[BK * BM];  /* running db sums of column tile 0 */        \
+        if (ksize == 3)                                                              \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 3, true, true>(         \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk, Rs, part_db); \
+        else                                                                         \
+            conv2d_backward_weight_kstep<BM, BN, BK, TM, TN, 1, true, true>(         \
+                As, Bs, dy, y, x, part, N, Cin, H, W, Cout, relu, k_chunk, Rs, part_db); \
     }
 
-CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v4, 128, 128, 8, 8, 8, 2)
-CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v5, 64, 128, 8, 8, 8, 3)
-CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v6, 64, 32, 16, 4, 4, 4)
-CONV2D_BACKWARD_WEIGHT_KSTEP(conv2d_backward_weight_v7, 8, 128, 8, 4, 4, 8)
+// CONV2D_BACKWARD_WEIGHT_KSTEP(name, BM, BN, BK, TM, TN, MIN_BLOCKS) is instantiated per version from
+// adain_np/cuda/versions.py by source.kernel_source (one tile table for grids and kernels).
 
 extern "C" __global__ void sum_splits(const float* __restrict__ part, float* __restrict__ out,
                                       int splits, int count)
@@ -569,5 +625,50 @@ extern "C" __global__ void conv2d_backward_bias_v2(const float* __restrict__ dy,
         for (int offset = 16; offset > 0; offset >>= 1)
             acc += __shfl_xor_sync(0xffffffffu, acc, offset);
         if (lane == 0) db[co] = acc;
+    }
+}
+
+extern "C" __global__ void conv2d_backward_bias_v3(const float* __restrict__ dy,
+                                                   const float* __restrict__ y,
+                                                   float* __restrict__ part,
+                                                   int N, int Cout, int HW, int relu, int chunk)
+{
+    constexpr int UNROLL = 4;
+    __shared__ float warp_sums[32];
+    const int co = blockIdx.x;
+    const int n = blockIdx.y;
+    const int begin = blockIdx.z * chunk;
+    const int end = min(begin + chunk, HW);
+    const size_t plane = (size_t)(n * Cout + co) * HW;
+    const float* d = dy + plane;
+    const float* m = y + plane;  // y == dy when relu == 0: the same addresses, cache hits
+    float acc = 0.f;
+    for (int q0 = begin + (int)threadIdx.x; q0 < end; q0 += UNROLL * (int)blockDim.x) {
+        float g[UNROLL], v[UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int q = min(q0 + u * (int)blockDim.x, end - 1);  // always a valid address
+            g[u] = d[q];
+            v[u] = m[q];
+        }
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const bool live = q0 + u * (int)blockDim.x < end;
+            const bool masked = relu && v[u] <= 0.f;  // NaN in y passes dy, as threshold_backward
+            acc += (live && !masked) ? g[u] : 0.f;
+        }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1)
+        acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;
+    if (lane == 0) warp_sums[warp] = acc;
+    __syncthreads();
+    if (warp == 0) {
+        const int nwarps = (blockDim.x + 31) / 32;
+        acc = lane < nwarps ? warp_sums[lane] : 0.f;
+        for (int offset = 16; offset > 0; offset >>= 1)
+            acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+        if (lane == 0) part[((size_t)n * gridDim.z + blockIdx.z) * Cout + co] = acc;
     }
 }

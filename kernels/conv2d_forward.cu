@@ -1,4 +1,6 @@
 // conv2d_forward.cu: y = [ReLU](conv2d(ReflectionPad2d(1)(x), w) + b) for 3x3 kernels,
+// Run one version: pytest tests/test_kernels.py -k 'conv_forward and 3' (emulator, GPU if any);
+// time it per VGG shape against cuDNN: python tools/bench_gpu.py --only convs --version forward=3
 // y = [ReLU](conv2d(x, w) + b) for 1x1 kernels; stride 1, fp32, fp32 accumulation.
 //
 // Layouts (row-major, C-contiguous, torch layouts):
@@ -162,6 +164,5 @@ __device__ __forceinline__ void conv2d_forward_tile(float* As, float* Bs,
                                                        N, Cin, H, W, Cout, relu);    \
     }
 
-CONV2D_FORWARD_TILED(conv2d_forward_v2, 16, 16, 16, 1, 1, 4)
-CONV2D_FORWARD_TILED(conv2d_forward_v3, 64, 64, 16, 4, 4, 3)
-CONV2D_FORWARD_TILED(conv2d_forward_v4, 128, 128, 8, 8, 8, 2)
+// CONV2D_FORWARD_TILED(name, BM, BN, BK, TM, TN, MIN_BLOCKS) is instantiated per version from
+// adain_np/cuda/versions.py (CONV_FORWARD_TILES) by source.kernel_source.

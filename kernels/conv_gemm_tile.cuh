@@ -34,7 +34,20 @@ __device__ __forceinline__ int reflect_index(int i, int n)
     return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i);
 }
 
-template <int BM, int BN, int BK, int TM, int TN, bool B_ALONG_K, class Loader>
+// TAIL_SELECT: the slots past k_end are loaded at k_end - 1 and zeroed by a select instead
+// of skipping the load behind a branch (the loader must then accept any k < k_end).
+template <bool TAIL_SELECT, class Loader, class Ctx>
+__device__ __forceinline__ float gemm_tail_load(const Loader& ld,
+                                                float (Loader::*load)(const Ctx&, int) const,
+                                                const Ctx& c, int k, int k_end)
+{
+    if (!TAIL_SELECT) return k < k_end ? (ld.*load)(c, k) : 0.f;
+    const float v = (ld.*load)(c, min(k, k_end - 1));
+    return k < k_end ? v : 0.f;
+}
+
+template <int BM, int BN, int BK, int TM, int TN, bool B_ALONG_K, class Loader,
+          bool TAIL_SELECT = false>
 __device__ __forceinline__ void gemm_tile(const Loader& ld, float* As, float* Bs,
                                           int m0, int n0, int k_begin, int k_end,
                                           float (&acc)[TM][TN])
@@ -87,12 +100,12 @@ __device__ __forceinline__ void gemm_tile(const Loader& ld, float* As, float* Bs
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
         const int k = k_begin + a_k[i];
-        a_next[i] = k < k_end ? ld.a(actx[i], k) : 0.f;
+        a_next[i] = gemm_tail_load<TAIL_SELECT>(ld, &Loader::a, actx[i], k, k_end);
     }
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {
         const int k = k_begin + b_k[i];
-        b_next[i] = k < k_end ? ld.b(bctx[i], k) : 0.f;
+        b_next[i] = gemm_tail_load<TAIL_SELECT>(ld, &Loader::b, bctx[i], k, k_end);
     }
 
     for (int k0 = k_begin; k0 < k_end; k0 += BK) {
@@ -107,12 +120,12 @@ __device__ __forceinline__ void gemm_tile(const Loader& ld, float* As, float* Bs
 #pragma unroll
             for (int i = 0; i < A_LOADS; ++i) {
                 const int k = k1 + a_k[i];
-                a_next[i] = k < k_end ? ld.a(actx[i], k) : 0.f;
+                a_next[i] = gemm_tail_load<TAIL_SELECT>(ld, &Loader::a, actx[i], k, k_end);
             }
 #pragma unroll
             for (int i = 0; i < B_LOADS; ++i) {
                 const int k = k1 + b_k[i];
-                b_next[i] = k < k_end ? ld.b(bctx[i], k) : 0.f;
+                b_next[i] = gemm_tail_load<TAIL_SELECT>(ld, &Loader::b, bctx[i], k, k_end);
             }
         }
 
@@ -163,10 +176,16 @@ __host__ __device__ constexpr int gemm_kstep_a_floats() { return 2 * BK * (BM + 
 template <int BN, int BK>
 __host__ __device__ constexpr int gemm_kstep_b_floats() { return 2 * BK * (BN + GEMM_PAD); }
 
-template <int BM, int BN, int BK, int TM, int TN, class Loader>
+// ROW_SUMS: also sum A's rows over [k_begin, k_end) from the values the loader fetched
+// (no extra loads) and write row_sums[m] for m0 <= m < min(m0 + BM, rows) (bias gradient).
+// The running sums live in shared memory, Rs[BK][BM] (each slot owned by one thread, so no
+// race and a fixed order), not in registers: the 128x128 tile has none to spare on sm_75.
+template <int BM, int BN, int BK, int TM, int TN, class Loader, bool ROW_SUMS = false>
 __device__ __forceinline__ void gemm_tile_kstep(const Loader& ld, float* As, float* Bs,
                                                 int m0, int n0, int k_begin, int k_end,
-                                                float (&acc)[TM][TN])
+                                                float (&acc)[TM][TN],
+                                                float* Rs = nullptr, float* row_sums = nullptr,
+                                                int rows = 0)
 {
     constexpr int TX = BN / TN;
     constexpr int TY = BM / TM;
@@ -183,6 +202,7 @@ __device__ __forceinline__ void gemm_tile_kstep(const Loader& ld, float* As, flo
     static_assert(A_LOADS * ROWS_PER_PASS == BM && B_LOADS * ROWS_PER_PASS == BN,
                   "tiles must split evenly over the threads");
     static_assert(AS % 4 == 0 && BS % 4 == 0, "rows must stay 16-byte aligned");
+    static_assert(!ROW_SUMS || THREADS >= BM, "one thread per row sums the row");
 
     const int tid = threadIdx.x;
     const int tx = tid % TX;
@@ -209,6 +229,10 @@ __device__ __forceinline__ void gemm_tile_kstep(const Loader& ld, float* As, flo
     for (int i = 0; i < A_LOADS; ++i) a_next[i] = k < k_end ? ld.a(arow[i], pos) : 0.f;
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) b_next[i] = k < k_end ? ld.b(bcol[i], pos) : 0.f;
+    if (ROW_SUMS) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) Rs[k_own * BM + r_own + i * ROWS_PER_PASS] = a_next[i];
+    }
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) As[k_own * AS + r_own + i * ROWS_PER_PASS] = a_next[i];
 #pragma unroll
@@ -225,6 +249,10 @@ __device__ __forceinline__ void gemm_tile_kstep(const Loader& ld, float* As, flo
             for (int i = 0; i < A_LOADS; ++i) a_next[i] = k < k_end ? ld.a(arow[i], pos) : 0.f;
 #pragma unroll
             for (int i = 0; i < B_LOADS; ++i) b_next[i] = k < k_end ? ld.b(bcol[i], pos) : 0.f;
+            if (ROW_SUMS) {
+#pragma unroll
+                for (int i = 0; i < A_LOADS; ++i) Rs[k_own * BM + r_own + i * ROWS_PER_PASS] += a_next[i];
+            }
         }
 
         const float* as = As + stage * BK * AS;
@@ -258,6 +286,13 @@ __device__ __forceinline__ void gemm_tile_kstep(const Loader& ld, float* As, flo
         }
         __syncthreads();
         stage ^= 1;
+    }
+
+    if (ROW_SUMS && tid < BM && m0 + tid < rows) {  // after the loop's last barrier
+        float v = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) v += Rs[kk * BM + tid];
+        row_sums[m0 + tid] = v;
     }
 }
 

@@ -1,4 +1,6 @@
 // instance_stats.cu: per-(n, c) mean and std over H*W, as pytorch-AdaIN's calc_mean_std:
+// Run one version: pytest tests/test_kernels.py -k 'mean_std and 2' (emulator, GPU if any);
+// timed only inside the step: python tools/bench_gpu.py --only step
 //   mean = sum(x) / L,  std = sqrt(sum((x - mean)^2) / (L - 1) + eps),  L = H*W
 // (unbiased variance, so L = 1 gives NaN, as torch does), and its backward.
 //

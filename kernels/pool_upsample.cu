@@ -1,5 +1,7 @@
 // pool_upsample.cu: 2x2 max-pool (stride 2, ceil_mode=True), nearest x2 upsampling,
-// their backwards, and the ReLU backward. All fp32, NCHW seen as NC planes.
+// Run: pytest tests/test_kernels.py -k 'pool or upsample'; timed inside the step:
+// python tools/bench_gpu.py --only step
+// and their backwards. All fp32, NCHW seen as NC planes.
 //
 // maxpool2d_forward (x, y, argmax, NC, H, W): x (NC, H, W) -> y (NC, Ho, Wo), Ho = ceil(H/2),
 //     Wo = ceil(W/2). argmax (NC, Ho, Wo) uint8 holds the winner's window position
@@ -14,8 +16,6 @@
 //     x[i/2][j/2]. One thread per output: block 256, grid ceil(NC*4*H*W / 256).
 // upsample_nearest2d_backward (dy, dx, NC, H, W): dy (NC, 2H, 2W) -> dx (NC, H, W), the sum
 //     of the 2x2 block each input pixel was copied to. One thread per dx element.
-// relu_backward (dy, y, dx, n): dx = (y <= 0) ? 0 : dy, y the ReLU output (torch's
-//     threshold_backward). One thread per element.
 
 extern "C" __global__ void maxpool2d_forward(const float* __restrict__ x,
                                              float* __restrict__ y,
@@ -91,13 +91,4 @@ extern "C" __global__ void upsample_nearest2d_backward(const float* __restrict__
     const float* top = dy + ((size_t)nc * 2 * H + 2 * i) * Wo + 2 * j;
     const float* bottom = top + Wo;
     dx[idx] = (top[0] + top[1]) + (bottom[0] + bottom[1]);
-}
-
-extern "C" __global__ void relu_backward(const float* __restrict__ dy,
-                                         const float* __restrict__ y,
-                                         float* __restrict__ dx, int n)
-{
-    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= n) return;
-    dx[idx] = y[idx] <= 0.f ? 0.f : dy[idx];
 }

@@ -28,7 +28,7 @@ from adain_np.params import init_vgg_params
 def main():
     lesson = Lesson(__doc__)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 1. An image as a tensor.
     # to_tensor does what torchvision's ToTensor does: (H, W, 3) uint8 -> (3, H, W)
     # float32 in [0, 1]. A network wants a batch, so one more axis goes in front.
@@ -63,7 +63,7 @@ def main():
     vgg = init_vgg_params(seed=0)
     print(f"vgg conv1_1 weight '2.weight': {vgg['2.weight'].shape}  (F=64 filters of 3x3x3)")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 2. Reflection padding on a tiny example.
     # ReflectionPad2d mirrors the border WITHOUT repeating the edge pixel: padding the row
     # [a b c d] by one gives [b a b c d c]. np.pad calls this mode "reflect" ("symmetric"
@@ -81,7 +81,7 @@ def main():
     print("3x3 window at the top-left corner, reflection:\n", padded[0, 0, :3, :3].astype(int))
     print("3x3 window at the top-left corner, zeros:\n", zero[0, 0, :3, :3].astype(int))
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 3. The backward pass of padding.
     # Padding copies pixels, so its gradient adds: each input pixel gets the gradients of
     # every padded position that holds a copy of it. With an upstream gradient of ones,
@@ -92,7 +92,7 @@ def main():
     copies = reflection_pad2d_backward(np.ones_like(padded), cache)  # (1, 1, 4, 5)
     print(copies[0, 0].astype(int))
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 4. Why it matters: a blur at the border.
     # A 3x3 box blur, applied again and again, with each kind of padding. Zero padding
     # leaks black in from outside on every pass, so a dark frame grows; reflection keeps
@@ -112,7 +112,7 @@ def main():
           f"original {x[:, :, edge].mean():.3f}, reflection {blur_reflect[:, :, edge].mean():.3f}, "
           f"zeros {blur_zero[:, :, edge].mean():.3f}")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figures.
     big_pad = H // 5
     show = lambda t: np.clip(t[0].transpose(1, 2, 0), 0, 1)          # (1, 3, H, W) -> (H, W, 3)
@@ -149,7 +149,7 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "01_border_blur.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks. The forward against np.pad's "reflect" (the same rule, written by someone
     # else), then against torch. The backward is checked with the adjoint identity: for
     # any x and g, <pad(x), g> = <x, pad_backward(g)>, because the backward of a linear map
@@ -181,6 +181,16 @@ def main():
         lesson.check("backward: max |mine - torch|",
                      max_abs(reflection_pad2d_backward(g, pad_cache), x32.grad.numpy()), 1e-6)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Pad with mode 'symmetric' (the edge pixel repeated) instead of reflection and rerun
+#   the blur: which border artefact comes back?
+# - Make a non-contiguous view with x.transpose(0, 2, 3, 1) and print its strides; then
+#   np.ascontiguousarray it and compare.
+# - Exercises: `python lessons/01_tensors_and_padding.py --exercises` (strides, reflection
+#   pad and its backward by hand).
 
 
 if __name__ == "__main__":

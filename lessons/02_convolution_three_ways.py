@@ -4,8 +4,9 @@ Run:  python lessons/02_convolution_three_ways.py [--quick] [--out FOLDER]
 
 A conv layer is almost all of AdaIN's work: 20 of them in the encoder, 9 in the
 decoder, each a 3x3 convolution with stride 1 after a reflection pad (lesson 01).
-Here the same convolution is written three times, each faster than the last,
-and timed:
+Here the same convolution is written three times and timed; what should make
+each faster than the one before is argued from the work and the memory traffic,
+and the run prints the order it measured (a busy or small machine can differ):
 
 1. loops: the definition, one output value at a time;
 2. im2col + GEMM: copy every 3x3 window into a column of a matrix, then one
@@ -27,7 +28,7 @@ import numpy as np
 from adain_np.conv import BLOCK_BYTES, conv2d_valid
 
 
-# ----------------------------------------------------------------------------------
+# %% ----------------------------------------------------------------------------------
 # 1. The definition. Output channel f at position (i, j) is the bias plus the sum, over
 # the input channels c and the kernel offsets (ky, kx), of w[f, c, ky, kx] * x[c, i+ky, j+kx].
 # "Valid" means no padding of its own: the output is (H-k+1) x (W-k+1), and the caller
@@ -50,7 +51,7 @@ def conv_loops(x, w, b):
     return y
 
 
-# ----------------------------------------------------------------------------------
+# %% ----------------------------------------------------------------------------------
 # 2. im2col. Lay each window out as a column: row (c, ky, kx) of column (i, j) holds
 # x[c, i+ky, j+kx]. Then the conv is ONE matrix product,
 #     y[f, (i, j)] = sum over (c, ky, kx) of w[f, (c, ky, kx)] * cols[(c, ky, kx), (i, j)],
@@ -84,7 +85,7 @@ def conv_im2col(x, w, b):
     return y
 
 
-# ----------------------------------------------------------------------------------
+# %% ----------------------------------------------------------------------------------
 # 3. The fast path, adain_np.conv.conv2d_valid. Same product, two changes:
 #  - Blocked: cols is built for a band of R output rows at a time, R chosen so the band
 #    fits BLOCK_BYTES (8 MB). At a 512x512 image with 64 channels a whole-image cols is
@@ -113,7 +114,7 @@ def main():
     lesson = Lesson(__doc__)
     rng = np.random.default_rng(0)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     heading("im2col of a 1-channel 4x4 image, 3x3 kernel")
     tiny = np.arange(16, dtype=np.float64).reshape(1, 4, 4)          # (C=1, 4, 4)
     tiny_cols = im2col(tiny, 3)                                      # (9, 4): 4 windows of 9
@@ -122,7 +123,7 @@ def main():
           tiny_cols.astype(int))
     print(f"16 pixels became {tiny_cols.size} entries: each interior pixel is copied up to 9 times")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Timings on a small layer, where even the loops finish: all three ways.
     heading("timing on a small layer (all three)")
     small = (1, 8, 8, 16, 16) if lesson.quick else (1, 32, 32, 32, 32)  # N, C, F, H, W (padded input)
@@ -140,7 +141,7 @@ def main():
         print(f"{name:>14}: {seconds * 1e3:9.2f} ms  {flops_small / seconds / 1e9:7.2f} GFLOP/s")
     small_results = dict(results)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # A real AdaIN layer: conv1_2 of VGG, 64 -> 64 channels. The loops would take minutes
     # here, so only the two GEMM ways (and torch, if present, as a yardstick).
     heading("timing on VGG conv1_2 (64 -> 64 channels)")
@@ -167,13 +168,27 @@ def main():
           f"conv2d_valid's band: {rows} rows, {C * k * k * rows * side * 4 / 2**20:.1f} MB")
     print(f"at AdaIN's 512x512 test size the whole-image matrix would be "
           f"{C * k * k * 512 * 512 * 4 / 2**20:.0f} MB, per image, for this one layer")
-    # Both GEMM ways spend most of their time in the same BLAS call; what differs is the
-    # copy into cols, which for the blocked way is written and read back while still in
-    # cache, and the memory, which for the blocked way stays flat however big the image.
-    # torch is faster still: its CPU convolution avoids the copy altogether (and, like the
-    # fast path here, it works on blocks that fit the cache).
+    # Why the order should be loops < im2col < blocked, counted in memory traffic rather
+    # than promised. The loops run the same multiply-adds as the GEMM, but one output at
+    # a time through the interpreter: several microseconds of Python per output value
+    # swamp the C*k*k multiply-adds behind it. Both GEMM ways then spend most of their time in the same
+    # BLAS call; what differs is the copy into cols. The whole-image im2col writes
+    # C*k*k*H*W*4 bytes (the matrix printed above) to main memory and BLAS reads them back:
+    # two trips of that size through DRAM. The blocked way writes the same values into an
+    # 8 MB band that is read back while still in cache, so at a size where the matrix is
+    # far bigger than the caches it saves those trips (and the memory). When the matrix
+    # is small, or the machine's cache is large, or other programs share the cores, the
+    # two GEMM ways are within noise of each other and either can come first. torch's CPU
+    # convolution (oneDNN) packs blocks for its own micro-kernels, multithreaded; whether
+    # it beats one BLAS call here depends on the thread count and the load as well.
+    measured = sorted(big_results, key=big_results.get)
+    print("measured order at this size, fastest first: " + " < ".join(measured))
+    matrix_mb = C * k * k * side * side * 4 / 2**20
+    if big_results["conv2d_valid"] > big_results["im2col + GEMM"]:
+        print(f"(here the whole-image im2col was not slower: its {matrix_mb:.0f} MB matrix and "
+              "this machine's caches and load did not make the DRAM trips dominate)")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figures.
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
     axes[0].imshow(tiny[0], cmap="viridis")
@@ -213,7 +228,7 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "02_timings.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks, in float64 so that any difference is a bug and not rounding: summing the
     # same C*k*k products in another order changes a float64 result by ~1e-16 of its size
     # times the number of terms, far below the 1e-12 bound; a wrong index gives ~1.
@@ -243,6 +258,15 @@ def main():
         lesson.check("conv1_2 float32: max |conv2d_valid - im2col| / max |im2col|",
                      rel_error(y_big, conv_im2col(x_big, w_big, b_big)), 1e-5)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Time the three ways at several image sides and find where the whole-image im2col stops
+#   fitting your caches.
+# - Change BLOCK_BYTES in adain_np/conv.py (try 1 MB and 64 MB) and time conv2d_valid
+#   again.
+# - Exercises: `--exercises` (im2col by hand, the conv as one GEMM, im2col's memory).
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main():
     lesson = Lesson(__doc__)
     rng = np.random.default_rng(0)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 1. Max-pool 2x2, stride 2, ceil mode, on a 5x5 input.
     # Floor mode (the default elsewhere) would give 2x2 and simply drop the last row and
     # column. Ceil mode gives 3x3: the windows of the last row and column hang over the
@@ -76,7 +76,7 @@ def main():
     dx = maxpool2d_backward(dpooled, pool_cache)                     # (1, 1, 5, 5)
     print("upstream gradient 1..9 routed back to the winners:\n", dx[0, 0].astype(int))
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 2. Nearest upsampling x2: every pixel becomes a 2x2 block. Its backward sums the
     # gradients of the 4 copies (the same rule as padding in lesson 01: copies add).
     heading("2. nearest upsampling x2")
@@ -86,7 +86,7 @@ def main():
     print("backward of ones (each pixel has 4 copies):\n",
           upsample_nearest2d_backward(np.ones_like(up), up_cache)[0, 0].astype(int))
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 3. Shapes through the networks. The encoder is vgg[:31]: a 1x1 conv (the colour
     # preprocessing), then blocks of pad+conv+ReLU separated by 3 pools, up to relu4_1 with
     # 512 channels at 1/8 of the size. The decoder mirrors it with 3 upsamplings and ends
@@ -123,7 +123,7 @@ def main():
     decoded = net.decode(feats[-1])                                  # (1, 3, 8*ceil(H/8), ...)
     print("ran Net: relu1_1..relu4_1", [f.shape for f in feats], "decoded", decoded.shape)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figures: the pool windows on the 5x5 example, and the sizes through both networks.
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     hanging = np.full((6, 6), np.nan)                                # the 5x5 input and the overhang
@@ -173,7 +173,7 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "03_shapes.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks. Pool and upsample only select and copy values, so the forwards must agree
     # with torch exactly; the backwards add at most 4 float64 terms (~1e-16 relative).
     heading("checks")
@@ -211,6 +211,14 @@ def main():
         lesson.check("upsample backward: max |mine - finite differences|",
                      max_abs(upsample_nearest2d_backward(g_u, cache_u), num_u), 1e-8)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Feed a 37x53 image through the encoder and decoder and predict the output size before
+#   you run it.
+# - Switch the pools to floor mode in your head: which sizes lose pixels, and where?
+# - Exercises: `--exercises` (floor-mode pooling, the shape rule, upsampling's backward).
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def main():
     content = load("chelsea", size)                                  # (1, 3, size, size)
     style = load("swirls", size)                              # (1, 3, size, size)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 1. Instance statistics. For each image n and channel c, over its L = H*W positions:
     #     mean = sum(x) / L,   std = sqrt(sum((x - mean)^2) / (L - 1) + eps)
     # L - 1 because pytorch-AdaIN calls torch's var(), which is unbiased by default, and
@@ -59,7 +59,7 @@ def main():
     print(f"style:   channel means in [{s_mean.min():.3f}, {s_mean.max():.3f}], "
           f"stds in [{s_std.min():.3f}, {s_std.max():.3f}]")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 2. AdaIN. Normalise each content channel to mean 0 and std 1, then scale and shift
     # it to the style's std and mean. The spatial pattern (WHERE a channel fires) stays the
     # content's; HOW STRONGLY and around what level it fires become the style's.
@@ -90,7 +90,7 @@ def main():
     print(f"per-channel correlation of AdaIN output with content: min {np.min(corr):.6f} "
           f"over {live.sum()} non-constant channels")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 3. Alpha, the content-style trade-off of test.py: t = alpha*AdaIN(c, s) + (1-alpha)*c.
     # Both terms are affine maps of the same centred content channel, so the blend is too:
     # its mean is exactly alpha*mean(s) + (1-alpha)*mean(c), and its std (up to eps) is
@@ -110,7 +110,7 @@ def main():
     print(f"max |std(t_alpha) - straight line| = {max_abs(blend_stds[:, strong], line_stds[:, strong]):.1e} "
           "over the channels within 1% above")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 4. AdaIN on pixels. The three RGB channels are features too: AdaIN on the image itself
     # moves each colour channel's mean and contrast to the style's. That is a crude colour
     # transfer, not style transfer (no texture moves), but it shows what the layer does
@@ -123,7 +123,7 @@ def main():
         print(f"alpha {a:.1f}: RGB means {np.round(img.mean(axis=(0, 2, 3)), 3)}")
     print(f"style RGB means        {np.round(style.mean(axis=(0, 2, 3)), 3)}")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figures.
     shown = np.argsort(s_mean.ravel())[-48:]                          # 48 channels, by style mean
     order = shown[np.argsort(s_mean.ravel()[shown])]
@@ -173,7 +173,7 @@ def main():
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     lesson.save_figure(fig, "04_pixel_adain.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks.
     heading("checks")
     # What AdaIN promises, checked on its own output (float32 sums over h*w values: ~1e-7).
@@ -201,6 +201,14 @@ def main():
         lesson.check("calc_mean_std std: max |mine - numpy float64| / max",
                      rel_error(c_std.ravel(), ref_std), 1e-5)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Set eps to 0 and to 1e-2 and watch the weak channels of relu4_1.
+# - Why AdaIN works: lesson 12 optimises pixels until their relu1_1..relu4_1 mean and std
+#   match a style's, beside Gram-matrix matching. Try other styles there.
+# - Exercises: `--exercises` (instance statistics and AdaIN).
 
 
 if __name__ == "__main__":

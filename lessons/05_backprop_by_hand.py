@@ -64,7 +64,7 @@ def main():
             lesson.check(f"{name}, d/d input {i}: max rel error vs finite differences",
                          max_relative_error(grads[i], numeric), GRADCHECK_TOL)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # ReLU: out = max(x, 0), so dout/dx is 1 where x > 0 and 0 elsewhere:
     #     dx = dout * (x > 0)
     # The cache is the output itself (out > 0 exactly where x > 0). Keep inputs away from
@@ -74,14 +74,14 @@ def main():
     x[np.abs(x) < 0.05] = 0.5
     gradcheck("relu", relu_forward, relu_backward, [x], which=[0])
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Reflection pad: a copy, so its backward adds each copy's gradient to its source
     # (lesson 01).
     heading("reflection pad: each copy's gradient goes back to its source")
     gradcheck("reflection pad", lambda v: reflection_pad2d_forward(v, 1),
               reflection_pad2d_backward, [rng.standard_normal((2, 2, H, W))], which=[0])
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Convolution (valid, stride 1):  y[n,f,i,j] = b[f] + sum_{c,ky,kx} w[f,c,ky,kx] x[n,c,i+ky,j+kx]
     #   db[f]          = sum_{n,i,j} dy[n,f,i,j]
     #   dw[f,c,ky,kx]  = sum_{n,i,j} dy[n,f,i,j] * x[n,c,i+ky,j+kx]
@@ -96,7 +96,7 @@ def main():
     b = rng.standard_normal(4)                                       # (F,)
     gradcheck("conv", conv2d_forward, lambda d, c: conv2d_backward(d, c), [x, w, b], which=[0, 1, 2])
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Max-pool: the output is one of the inputs, so the gradient is routed to that input
     # (the argmax saved in the cache) and every other input gets 0. Values must be distinct
     # within a window, or the max is not differentiable. Between its kinks the max is
@@ -105,8 +105,24 @@ def main():
     heading("max-pool (ceil mode): route dout to the argmax of each window")
     x = rng.permutation(2 * 3 * H * W).reshape(2, 3, H, W) / 10.0    # distinct values
     gradcheck("max-pool", maxpool2d_forward, maxpool2d_backward, [x], which=[0], h=1e-3)
+    # Two cases finite differences cannot judge:
+    #  - Ties. With equal values in a window the max has no derivative; torch (and
+    #    adain_np) send the whole gradient to the FIRST maximum in the window's row-major
+    #    order (top-left, top-right, bottom-left, bottom-right), because the argmax is
+    #    updated only on a strict '>'. After a ReLU ties are common: a window of zeros.
+    #  - Ceil mode's overhanging windows. For an odd side the last window hangs over the
+    #    edge; the missing pixels are padded with -inf, not 0, so the max is always a real
+    #    pixel. With 0 padding an all-negative window would output 0 and send its gradient
+    #    nowhere. (pytorch-AdaIN pools after ReLUs, so its inputs are >= 0 there and the
+    #    difference would hide; the checks below use negative values so it cannot.)
+    ties = rng.integers(0, 3, size=(1, 2, H, W)).astype(np.float64) - 3.0  # ties, all negative
+    ties_out, ties_cache = maxpool2d_forward(ties)
+    ties_dout = rng.standard_normal(ties_out.shape)
+    ties_dx = maxpool2d_backward(ties_dout, ties_cache)
+    print(f"a {H}x{W} input of values in {{-3, -2, -1}}: {int(np.sum(ties_dx != 0))} inputs receive "
+          f"gradient, one per window ({ties_out.size} windows)")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Instance statistics, per (n, c) over L = H*W positions:
     #   mean = sum(x)/L                        -> dx += dmean / L
     #   var  = sum((x - mean)^2)/(L - 1),  std = sqrt(var + eps)
@@ -126,16 +142,35 @@ def main():
     gradcheck("instance mean/std", stats_forward, stats_backward,
               [rng.standard_normal((2, 3, H, W)) * 2 + 1], which=[0])
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # AdaIN = std_s * (c - mean_c)/std_c + mean_s: the statistics above, composed.
-    # Content gets gradient through three paths (directly, through mean_c, through std_c),
-    # the style only through its mean and std.
+    # Write n = (c - mean_c) / std_c (the normalised content) and g = dL/dt. Per (n, c)
+    # plane, summing over its positions p:
+    #   t_p = std_s * n_p + mean_s
+    #     => dL/dmean_s = sum_p g_p                  dL/dstd_s = sum_p g_p * n_p
+    #     => dL/dstyle  = the mean/std backward above, fed with those two
+    #   the content reaches t three ways: directly through n_p, and through mean_c and
+    #   std_c, which every n_p uses. With dn_p = g_p * std_s:
+    #     direct:   dn_p / std_c
+    #     mean_c:   dL/dmean_c = -sum_p dn_p / std_c
+    #     std_c:    dL/dstd_c  = -sum_p dn_p * (c_p - mean_c) / std_c^2 = -sum_p dn_p * n_p / std_c
+    #   and the last two go through the mean/std backward of the content:
+    #     dL/dc_p = dn_p / std_c + dL/dmean_c / L + dL/dstd_c * (c_p - mean_c) / ((L - 1) std_c)
+    #   With alpha, t = alpha * AdaIN + (1 - alpha) * c: g is scaled by alpha, and the
+    #   content gets (1 - alpha) * g on top. This is adain_with_stats_backward in
+    #   adain_np/stats.py, line for line.
+    # Training never uses this backward in full. Net.forward computes t = AdaIN(f(c), f(s))
+    # and then treats t as a FIXED target (pytorch-AdaIN's Net does the same: the content
+    # loss compares f(g(t)) with t, and only the decoder g is trained; the encoder is
+    # frozen). So Net.backward stops at t: neither the content nor the style image gets a
+    # gradient. The full backward matters when the inputs are what you optimise, as in
+    # lesson 12, which optimises an image's pixels.
     heading("AdaIN: the gradient flows to both content and style")
     gradcheck("AdaIN (alpha 0.6)", lambda c, s: adain_forward(c, s, 0.6), adain_backward,
               [rng.standard_normal((1, 3, H, W)), rng.standard_normal((1, 3, H + 1, W - 1)) * 2],
               which=[0, 1])
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # A chain, done by hand: pad -> conv -> ReLU -> pool -> instance std -> squared error.
     # That is a style loss on one layer in miniature. The backward calls the backwards in
     # reverse order, each taking the gradient the next op produced.
@@ -170,7 +205,7 @@ def main():
     lesson.check("chain, d loss / d conv weight: max rel error vs finite differences",
                  max_relative_error(dw_chain, numeric), GRADCHECK_TOL)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # How small should h be? Error vs h for the chain's weight gradient, in float64 and
     # float32. Large h: truncation error ~h^2 dominates (the function is not linear over
     # the step). Small h: round-off ~eps_machine/h dominates (the two losses agree in most
@@ -211,7 +246,7 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "05_gradcheck_h.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # The same chain in torch, differentiated by autograd: a second, independent answer.
     heading("the chain against torch autograd")
     torch = import_torch()
@@ -229,7 +264,26 @@ def main():
                      1e-12)
         lesson.check("chain d loss / d w: max |mine - torch| / max |torch|",
                      rel_error(dw_chain, wt.grad.numpy()), 1e-12)
+        # Max-pool with ties and negative values at an odd size, against torch's routing.
+        # A routing difference moves a whole gradient entry: an error of ~1, not rounding.
+        xt = torch.tensor(ties, requires_grad=True)
+        out_t = F.max_pool2d(xt, 2, 2, ceil_mode=True)
+        out_t.backward(torch.tensor(ties_dout))
+        lesson.check("max-pool with ties, all negative, odd size: max |out - torch|",
+                     float(np.max(np.abs(ties_out - out_t.detach().numpy()))), 1e-12)
+        lesson.check("max-pool with ties: max |dx - torch's| (first maximum wins)",
+                     float(np.max(np.abs(ties_dx - xt.grad.numpy()))), 1e-12)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Break calc_mean_std_backward (L instead of L - 1) in a copy and see which check
+#   catches it and by how much.
+# - Run the gradient check in float32 and find the h where it is best (the figure predicts
+#   it).
+# - Exercises: `--exercises` (mean/std backward, AdaIN's backward for the style, max-pool
+#   ties).
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def main():
     decoder = adain_np.init_decoder_params(seed=0)
     net = adain_np.Net(vgg, decoder)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # The forward, one step at a time (what Net.forward does inside).
     heading("forward, step by step")
     # 1. The style's features at four depths, and their statistics: the style targets.
@@ -83,7 +83,7 @@ def main():
     forward_seconds = time.perf_counter() - start
     print(f"Net.forward: loss_c {net_loss_c:.6f}  loss_s {net_loss_s:.6f}  ({forward_seconds:.2f} s)")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # The backward. The loss depends on the decoder's weights through g(t), and g(t)
     # reaches the loss through the encoder, so the gradient flows BACK THROUGH THE FROZEN
     # ENCODER (its input gradient, lesson 05) without ever computing gradients for the
@@ -103,7 +103,7 @@ def main():
         print(f"decoder conv {index:>2} ({cin:>3}->{cout:>3}): |dL/dw| = {norms[key]:.3e}, "
               f"|dL/db| = {np.linalg.norm(grads[key.replace('weight', 'bias')]):.3e}")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figures.
     fig, axes = plt.subplots(2, 4, figsize=(13, 6.5))
     show = lambda x: np.clip(x[0].transpose(1, 2, 0), 0, 1)
@@ -138,7 +138,7 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "06_decoder_grads.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks.
     heading("checks")
     # The hand-written forward in float64 vs Net's float32: float32 rounding, ~1e-6.
@@ -189,6 +189,13 @@ def main():
         lesson.check("float64 decoder 28.weight, 3 entries: max rel error vs finite differences",
                      worst, 1e-6)
     return lesson.finish()
+
+
+# %% [markdown]
+# What to try
+# - Set style_weight to 0 and to 100 and compare the decoder gradient norms per layer.
+# - Check by finite differences one decoder weight's gradient through the whole Net.
+# - Exercises: `--exercises` (the MSE backward, the style loss).
 
 
 if __name__ == "__main__":

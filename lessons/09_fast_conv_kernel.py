@@ -36,10 +36,12 @@ from _common import REPO_ROOT, Lesson, heading, import_torch, plt, rel_error, ru
 
 import numpy as np
 
-from adain_np import gpu
+from adain_np.cuda import emulator, emulator_launcher, gpu
 from adain_np.backend import NumpyBackend
 from adain_np.cli import UserError
-from adain_np.kernel_backend import CONV_FORWARD_TILES, KernelBackend, kernel_source
+from adain_np.cuda.kernel_backend import KernelBackend
+from adain_np.cuda.source import kernel_source
+from adain_np.cuda.versions import CONV_FORWARD_TILES
 
 THREADS = 256            # every tiled version runs 256 threads per block
 STORED_TIMINGS = os.path.join(REPO_ROOT, "kernels", "results", "h200_conv_timings.json")
@@ -67,7 +69,7 @@ def main():
     lesson = Lesson(__doc__, extra_args=add_args)
     tiles = tiled_versions()                                         # {2: (16, 16, 16, 1, 1), ...}
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 1. Reuse, version by version. Think of the conv as the GEMM Y = A @ B, with
     # A = weights (Cout x Cin*9) and B = im2col(x) (Cin*9 x N*H*W), lesson 02.
     # v1: each thread computes one y from Cin*9 pairs (a, b), loading both from global
@@ -99,14 +101,40 @@ def main():
     # close; v4 (32) can, on paper.
     print("an H100/H200 needs ~14-20 FLOP per byte from memory (67 TFLOP/s fp32 / 3.35-4.8 TB/s)")
 
-    # ------------------------------------------------------------------------------
+    # The code behind the two first rows. v1 is the definition: every multiply-add reads one
+    # input value and one weight from global memory.
+    source = kernel_source("conv2d_forward.cu")                      # conv_gemm_tile.cuh included
+    heading("1b. the code: v1, and the K-loop of the tiled core (kernels/conv_gemm_tile.cuh)")
+    print(source_excerpt(source, "extern \"C\" __global__ void conv2d_forward_v1(", "\n}\n"))
+    # v2-v4 share gemm_tile. Each pass of its K-loop stores the K-slice it fetched into the
+    # shared tiles As and Bs, waits at a barrier until every thread's stores are in, starts
+    # fetching the NEXT slice from global memory into registers, multiplies the slice in
+    # shared memory, and waits again before the next pass overwrites As and Bs: without the
+    # second barrier a fast thread would overwrite values a slow one is still reading.
+    print(source_excerpt(source, "    for (int k0 = k_begin; k0 < k_end; k0 += BK) {",
+                         "// the next iteration overwrites As/Bs\n    }\n"))
+
+    # The table's 2.0 and 0.125 are arithmetic. To MEASURE them: copies of v1 and v2 with every
+    # global load of an operand and every multiply-add counted by an atomicAdd on two global
+    # counters. On the emulator the counts are deterministic (and so would they be on a GPU:
+    # the work does not depend on the schedule). A shape that fills v2's 16x16 tiles and its
+    # K-slices of 16 exactly (Cin*9 = 144 = 9 slices) gives the formula's numbers; the ragged
+    # shape of section 3 shows what edges cost: loads skipped past K's end, multiply-adds
+    # done on the zero padding and on clamped rows and columns nobody keeps.
+    heading("1c. loads per multiply-add, counted")
+    measured = count_loads_per_fma(source, shapes=((1, 16, 32, 8, 8), (1, 8, 20, 9, 11)))
+    for (shape, version), (loads, fmas) in measured.items():
+        print(f"v{version} on N, Cin, Cout, H, W = {shape}: {loads:>8} global loads / {fmas:>8} "
+              f"multiply-adds = {loads / fmas:.4f} per multiply-add")
+
+    # %% ------------------------------------------------------------------------------
     # 2. Bigger is not always better. A tile that hangs over the edge of Y computes
     # outputs nobody wants: v4's 128 rows for the decoder's last conv (Cout = 3) are 98%
     # waste. And a GPU needs enough blocks to fill its SMs (132 on an H100 or H200): big
     # tiles on a small layer leave most of the chip idle. That is why KernelBackend picks
     # the version by shape (pick_gemm_version: v2 when Cout <= 16, v4 only when Cout > 64
-    # AND it still gives >= 256 blocks, else v3), unless it is given a table of per-shape
-    # winners measured on a GPU (its tuned_versions).
+    # AND it still gives >= 128 blocks, else v3, and v1 when Cout <= 8), unless it is given
+    # a table of per-shape winners measured on a GPU (its tuned_versions).
     heading("2. how the tiles fit AdaIN's layers (batch 8, 256x256 input)")
     batch = 8
     print(f"{'layer':12} {'Cin->Cout':>10} {'pixels':>7} | " + " | ".join(
@@ -118,14 +146,22 @@ def main():
             blocks = math.ceil(cols / bn) * math.ceil(cout / bm)
             useful = cols * cout / (blocks * bm * bn)
             cells.append(f"{blocks:>7} {useful:6.0%}")
-        picked = KernelBackend.pick_gemm_version(cout, cols, small=2, medium=3, large=4)
+        picked = KernelBackend.pick_forward_version(cout, cols)
         print(f"{name:12} {f'{cin}->{cout}':>10} {cols:>7} | " + " | ".join(cells) + f" | v{picked}")
+    # The rule as first written asked for >= 256 blocks (two per SM) before choosing v4.
+    # The decoder's conv4_1 (512 -> 256 at 32x32, batch 8) gives v4 only 128 blocks, fewer
+    # than the H200's 132 SMs, so that rule said v3; the stored H200 run says v4 (0.80 ms
+    # against 0.94 ms for v3, section 4 prints them). One wave of 128 big blocks leaves 4 SMs
+    # idle, but each block does 4x the multiply-adds per load of v3's, and with K = 4608
+    # every block runs long enough for that to pay. So "enough blocks" was the wrong limit
+    # here: a shape rule is a guess to be measured. KernelBackend's rule (the column above)
+    # now asks for 128 blocks, and its tuned tables take the measured winner per shape.
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 3. Correctness: every version on the same input, through KernelBackend. A shape that
     # fills no tile evenly, so each kernel's edge handling is exercised.
     ok, reason = gpu.gpu_available()
-    launcher = gpu.CupyLauncher() if ok else gpu.EmulatorLauncher()
+    launcher = gpu.CupyLauncher() if ok else emulator_launcher.EmulatorLauncher()
     print(f"\nrunning kernels on: {'GPU: ' + reason if ok else 'CPU emulator (no GPU: ' + reason + ')'}")
     heading("3. every version computes the same conv")
     N, Cin, Cout, H, W = (1, 8, 20, 9, 11) if lesson.quick else (2, 64, 72, 17, 13)
@@ -141,14 +177,14 @@ def main():
         outputs[v] = backend.to_host(y)
         print(f"v{v}: output {outputs[v].shape}, mean {outputs[v].mean():.5f}")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 4. Timings: only a GPU gives numbers that mean anything here.
     # What the stored H200 numbers show (batch 8): on the layers with 128-512 output
     # channels v1 ~2 TFLOP/s, v2 ~6, v3 ~21, v4 ~28, where cuDNN reaches 30-38: the order
     # the reuse table predicts. With 64 output channels (conv1_x) v4's tiles are half empty
     # and v3 wins, as the fit table predicts. On the decoder's last conv (64 -> 3) every
     # tile is mostly waste and the naive v1, which wastes nothing, is the fastest kernel
-    # (about 1.0 ms against 1.6 ms for v2, the shape rule's choice there).
+    # (about 1.0 ms against 1.6 ms for v2), which is why the shape rule picks v1 for Cout <= 8.
     heading("4. timings")
     if ok:
         device, rows = time_on_gpu(launcher, quick=lesson.quick)
@@ -163,7 +199,7 @@ def main():
         print(f"{r['layer']:12} {r['version']:7} {r['ms']:8.3f} {r['tflops']:8.2f}")
     plot_benchmark(lesson, device, rows)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Figure: the reuse table as bars.
     fig, ax = plt.subplots(figsize=(8, 3.8))
     names = [f"v{v}" for v in sorted(reuse)]
@@ -179,12 +215,19 @@ def main():
     fig.tight_layout()
     lesson.save_figure(fig, "09_reuse.png")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks. Each kernel sums Cin*9 float32 products in its own order (and a GPU fuses
     # multiply-adds): ~1e-6 of the output's scale. An indexing error gives 1e-1 or more.
     heading("checks")
     # The tiles read from the .cu file must be the ones KernelBackend launches grids for.
-    mismatches = sum(CONV_FORWARD_TILES.get(v) != (bm, bn) for v, (bm, bn, *_rest) in tiles.items())
+    # The counted loads per multiply-add on the shape that fills v2's tiles exactly must be
+    # the table's: integers counted and divided, so any difference is a real one.
+    exact = (1, 16, 32, 8, 8)
+    for version in (1, 2):
+        loads, fmas = measured[(exact, version)]
+        lesson.check(f"v{version}: |counted loads per FMA - table's {reuse[version][0]}| on {exact}",
+                     abs(loads / fmas - reuse[version][0]), 1e-12)
+    mismatches = sum((CONV_FORWARD_TILES.get(v) or ())[:2] != (bm, bn) for v, (bm, bn, *_rest) in tiles.items())
     mismatches += sum(v not in tiles for v, tile in CONV_FORWARD_TILES.items() if tile is not None)
     lesson.check("tiled versions whose .cu tile differs from KernelBackend's grid (count)",
                  float(mismatches), 0.5)
@@ -201,6 +244,74 @@ def main():
     for v, y in outputs.items():
         lesson.check(f"v{v}: max |kernel - {label}| / max |{label}|", rel_error(y, reference), 1e-4)
     return lesson.finish()
+
+
+def source_excerpt(source, start, end):
+    """The text of source from the line holding `start` through `end`."""
+    begin = source.rindex("\n", 0, source.index(start)) + 1
+    return source[begin:source.index(end, begin) + len(end)]
+
+
+COUNTERS = """
+__device__ unsigned long long* lesson_counts;   // [loads, multiply-adds] of the instrumented copies
+__device__ __forceinline__ float counted_load(float v) { atomicAdd(&lesson_counts[0], 1ull); return v; }
+__device__ __forceinline__ void counted_fma() { atomicAdd(&lesson_counts[1], 1ull); }
+"""
+# (text in the .cu files, its instrumented replacement): each global load of an operand is
+# wrapped in counted_load, each multiply-add preceded by counted_fma, and the kernels get
+# the counters as one more argument.
+INSTRUMENT = (
+    ("acc = fmaf(plane[ih * W + iw], wk[kh * ksize + kw], acc);",
+     "counted_fma(); acc = fmaf(counted_load(plane[ih * W + iw]), counted_load(wk[kh * ksize + kw]), acc);"),
+    ("? ld.a(actx[i], k) : 0.f;", "? counted_load(ld.a(actx[i], k)) : 0.f;"),
+    ("? ld.b(bctx[i], k) : 0.f;", "? counted_load(ld.b(bctx[i], k)) : 0.f;"),
+    ("for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);",
+     "for (int j = 0; j < TN; ++j) { counted_fma(); acc[i][j] = fmaf(a[i], b[j], acc[i][j]); }"),
+    ("int ksize, int relu)", "int ksize, int relu, unsigned long long* counts)"),
+    ("    const int pad = ksize / 2;\n", "    const int pad = ksize / 2;\n    lesson_counts = counts;\n"),
+    ("        __shared__ float As[BK * (BM + GEMM_PAD)];",
+     "        lesson_counts = counts;                                                      \\\n"
+     "        __shared__ float As[BK * (BM + GEMM_PAD)];"),
+)
+
+
+def count_loads_per_fma(source, shapes):
+    """{(shape, version): (global loads, multiply-adds)} from instrumented copies of v1 and v2."""
+    for text, _ in INSTRUMENT:
+        if text not in source:
+            raise UserError(f"conv2d_forward.cu changed: the lesson's instrumentation expects {text!r}")
+    counted = source
+    for text, replacement in INSTRUMENT:
+        counted = counted.replace(text, replacement)
+    # The counters go before the first kernel (after the includes' own declarations).
+    first = counted.index("__device__ __forceinline__ int reflect_index")
+    counted = counted[:first] + COUNTERS + counted[first:]
+    ok, _ = gpu.gpu_available()
+    if ok:
+        import cupy
+        module = cupy.RawModule(code=counted, options=("-std=c++17",))
+        kernel, xp, to_host = module.get_function, cupy, cupy.asnumpy
+    else:
+        kernel = lambda name: emulator.RawKernel(counted, name, filename="kernels/conv2d_forward.cu")
+        xp, to_host = np, np.asarray
+    result = {}
+    rng = np.random.default_rng(1)
+    for shape in shapes:
+        N, Cin, Cout, H, W = shape
+        x = xp.asarray(rng.standard_normal((N, Cin, H, W)).astype(np.float32))
+        w = xp.asarray(rng.standard_normal((Cout, Cin, 3, 3)).astype(np.float32))
+        b = xp.asarray(rng.standard_normal(Cout).astype(np.float32))
+        y = xp.empty((N, Cout, H, W), dtype=np.float32)
+        grids = {1: (math.ceil(N * Cout * H * W / THREADS),),
+                 2: (math.ceil(N * H * W / 16), math.ceil(Cout / 16))}
+        for version, grid in grids.items():
+            counts = xp.zeros(2, dtype=np.uint64)                     # [loads, multiply-adds]
+            kernel(f"conv2d_forward_v{version}")(grid, (THREADS,), (
+                x, w, b, y, np.int32(N), np.int32(Cin), np.int32(H), np.int32(W), np.int32(Cout),
+                np.int32(3), np.int32(1), counts))
+            loads, fmas = (int(v) for v in to_host(counts))
+            result[(shape, version)] = (loads, fmas)
+    return result
 
 
 def time_on_gpu(launcher, quick):
@@ -297,6 +408,15 @@ def plot_benchmark(lesson, device, rows):
     ax.legend()
     fig.tight_layout()
     lesson.save_figure(fig, "09_benchmark.png")
+
+
+# %% [markdown]
+# What to try
+# - Count the loads of v3 and v4 with the same instrumentation (their grids are in
+#   kernels/conv2d_forward.cu).
+# - Find the layer shape where v4's useful fraction drops below 50% and predict which
+#   version wins there.
+# - Exercises: `--exercises` (loads per multiply-add, a tile's useful fraction).
 
 
 if __name__ == "__main__":

@@ -57,11 +57,12 @@ def load_network(args):
         raise UserError("give both --vgg and --decoder, or neither for random weights")
     if args.vgg is None:
         return adain_np.init_vgg_params(0), adain_np.init_decoder_params(0), "random seeded weights"
-    from adain_np.pth import CheckpointError, load_params
+    from adain_np.files import BadFileError
+    from adain_np.param_files import load_params
     try:
         return (load_params(args.vgg, "vgg"), load_params(args.decoder, "decoder"),
                 f"weights {os.path.basename(args.vgg)}, {os.path.basename(args.decoder)}")
-    except (OSError, CheckpointError) as err:
+    except (OSError, BadFileError) as err:
         raise UserError(str(err)) from None
 
 
@@ -80,7 +81,7 @@ def main():
     style_b = prepare(sample_path("swirls"), size, crop=True)
     mask_img = circle_mask(size, size)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 1. The controls on pixels. Every formula below is the one used on relu4_1 features,
     # with the three colour channels standing in for the 512 feature channels.
     heading("1. the controls on RGB values (no network)")
@@ -88,12 +89,20 @@ def main():
     pixel_rows = {}
     pixel_rows["alpha"] = [(f"style b, alpha {a}", adain_forward(c, style_b[None], a)[0][0])
                            for a in ALPHAS]
-    # Interpolation: a weighted sum of AdaIN outputs. Because AdaIN is affine per channel,
-    # the mix has the mean sum_i w_i mean(s_i) (its std is not simply the weighted one).
+    # Interpolation: a weighted sum of AdaIN outputs. Every AdaIN(c, s_i) is the SAME
+    # normalised content n = (c - mean_c) / std_c, scaled and shifted per channel:
+    #     sum_i w_i AdaIN(c, s_i) = (sum_i w_i std_i) * n + sum_i w_i mean_i,
+    # so the mix has the weighted mean AND the weighted std of the styles (up to eps: n's
+    # own std is sqrt(var_c / (var_c + eps)), a hair below 1). The check below measures it.
     mixes = []
+    worst_mix_std = 0.0
     for w_a, w_b in INTERPOLATION:
         mixed = w_a * adain_forward(c, style_a[None])[0] + w_b * adain_forward(c, style_b[None])[0]
         mixes.append((f"a {w_a} + b {w_b}", mixed[0]))
+        weighted_std = w_a * calc_mean_std(style_a[None])[1] + w_b * calc_mean_std(style_b[None])[1]
+        worst_mix_std = max(worst_mix_std, rel_error(calc_mean_std(mixed)[1], weighted_std))
+    print(f"interpolated pixels: std of the mix vs the weighted std of the styles, worst relative "
+          f"difference {worst_mix_std:.1e}")
     pixel_rows["interpolation"] = mixes
     # Colour preservation: coral(style, content) gives the style the content's colour mean
     # and covariance. In pixel space AdaIN with that recoloured style hands back roughly
@@ -121,7 +130,7 @@ def main():
     draw_grid(lesson, pixel_rows, content, style_a, style_b, "10_controls_pixels.png",
               "the four controls on RGB values: the statistics they move, without a network")
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # 2. The same controls through the network (adain_np.stylize's functions). The styles
     # are encoded once and reused; only the decoder runs per picture.
     vgg, decoder, description = load_network(lesson.args)
@@ -171,9 +180,15 @@ def main():
                   if random_weights else ""),
               diff_base=base if random_weights else None)
 
-    # ------------------------------------------------------------------------------
+    # %% ------------------------------------------------------------------------------
     # Checks.
     heading("checks")
+    # The interpolated pixels' std is the weighted std of the styles. Not exactly: eps
+    # enters twice (n's std is sqrt(var_c / (var_c + eps)), and the measured std adds eps
+    # under its root), each a relative change of about eps / (2 var). The pictures' channel
+    # variances are above 1e-3, so that is below ~1e-2 at worst; a wrong claim (the std of a
+    # mix of two different styles' outputs) would be off by tens of percent.
+    lesson.check("interpolation on pixels: max |std(mix) - sum w_i std(s_i)| / max std", worst_mix_std, 1e-2)
     # A mask that covers everything is plain AdaIN with the first style (same formula,
     # same positions: float32 rounding only).
     everywhere = np.ones(content_feat.shape[2:], dtype=bool)
@@ -262,6 +277,15 @@ def draw_grid(lesson, rows, content, style_a, style_b, filename, title, diff_bas
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0.02, 0, 1, 0.96))
     lesson.save_figure(fig, filename)
+
+
+# %% [markdown]
+# What to try
+# - Interpolate three styles and check the statistics of the mix against the weighted
+#   ones.
+# - Draw your own mask (any black-and-white PNG) and pass it to `python -m
+#   adain_np.stylize --mask`.
+# - Exercises: `--exercises` (pixel-space CORAL, style interpolation).
 
 
 if __name__ == "__main__":

@@ -55,9 +55,16 @@ class Lesson:
                             help="smaller sizes: finish in a few seconds (the tests use this)")
         parser.add_argument("--out", default=DEFAULT_OUT,
                             help="folder for the figures (default: lessons/output/)")
+        parser.add_argument("--exercises", action="store_true",
+                            help="grade your answers in lessons/exercises/ with this lesson's checks, "
+                                 "instead of running the lesson")
+        parser.add_argument("--solutions", action="store_true",
+                            help="with --exercises: grade lessons/solutions/ instead")
         if extra_args is not None:
             extra_args(parser)
         self.args = parser.parse_args(argv)
+        if self.args.exercises:
+            raise SystemExit(_grade_exercises(self.args.solutions))
         self.quick = self.args.quick
         self.out = _make_output_dir(self.args.out)
         self.checks = []
@@ -96,6 +103,19 @@ class Lesson:
             return 0
         print(f"result: {len(self.checks) - passed} of {len(self.checks)} checks FAILED ({seconds:.1f} s)")
         return 1
+
+
+def _grade_exercises(solutions):
+    """`--exercises`: the grader (lessons/check.py) on this lesson's exercise file; its exit code."""
+    import check
+    lesson_file = os.path.basename(getattr(sys.modules["__main__"], "__file__", "") or "")
+    number = lesson_file[:2]
+    if number not in check.EXERCISES:
+        raise UserError(f"{lesson_file or 'this lesson'} has no exercises")
+    failed = check.grade(number, check.exercise_folder(solutions))
+    total = len(check.EXERCISES[number])
+    print(f"exercises: {total - failed} of {total} pass")
+    return 1 if failed else 0
 
 
 def _make_output_dir(path):

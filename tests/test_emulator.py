@@ -1,4 +1,4 @@
-"""Tests of the CPU emulator for CUDA kernels (adain_np/emulator.py).
+"""Tests of the CPU emulator for CUDA kernels (adain_np/cuda/emulator.py).
 
 Every kernel is written here; expected values come from NumPy.
 """
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from adain_np.emulator import (EmulatorCompileError, EmulatorLaunchError,
+from adain_np.cuda.emulator import (EmulatorCompileError, EmulatorLaunchError,
                                EmulatorMemoryError, RawKernel)
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the emulator needs g++")
@@ -212,7 +212,7 @@ def test_missing_barrier_reads_poisoned_shared_memory():
 
 DEADLOCK_SCRIPT = r"""
 import json, numpy as np
-from adain_np.emulator import RawKernel, EmulatorDeadlockError
+from adain_np.cuda.emulator import RawKernel, EmulatorDeadlockError
 kernels = {
     "exited_lanes": '''extern "C" __global__ void exited_lanes(float* x) {
   float v = x[threadIdx.x];

@@ -5,7 +5,9 @@ import pytest
 
 import adain_np
 from adain_np.backend import NumpyBackend
+from adain_np.net import run_layers
 from adain_np.optim import Adam
+from adain_np.params import ENCODER_END, VGG_LAYERS
 from helpers import rel_error
 
 VGG, DECODER = adain_np.init_vgg_params(0), adain_np.init_decoder_params(0)
@@ -17,26 +19,30 @@ CONTENT, STYLE = rng.random((1, 3, 24, 16)), rng.random((1, 3, 16, 24))
 
 
 def min_pool_gap(net, to_host):
-    """Smallest (top - second) / top over the max-pool windows with a positive top."""
+    """Smallest (top - second) / top over the windows of the max-pools that the loss's encoder
+    pass walks (on the stylized image g_t), among windows with a positive top."""
     gaps = []
-    for slice_caches in net._saved[1]:
-        for i, (kind, _, _) in enumerate(slice_caches):
-            if kind != "pool":
-                continue
-            y = to_host(slice_caches[i - 1][2][2])  # the conv output feeding the pool
-            N, C, H, W = y.shape
-            padded = np.full((N, C, H + H % 2, W + W % 2), -np.inf)
-            padded[:, :, :H, :W] = y
-            windows = np.sort(np.stack([padded[:, :, a::2, b::2] for a in (0, 1) for b in (0, 1)]), 0)
-            top, second = windows[-1], windows[-2]
-            gaps.append(((top - second)[top > 0] / top[top > 0]).min())
+    x = net.backend.asarray(net.style_transfer(CONTENT, STYLE, alpha=1.0))  # g_t, (1, 3, 24, 16)
+    start = 0
+    for i, layer in enumerate(VGG_LAYERS[:ENCODER_END]):
+        if layer[0] != "pool":
+            continue
+        x = run_layers(net.backend, VGG_LAYERS, net.vgg_params, x, start, i)[0]  # the pool's input
+        start = i
+        y = to_host(x)
+        N, C, H, W = y.shape
+        padded = np.full((N, C, H + H % 2, W + W % 2), -np.inf)
+        padded[:, :, :H, :W] = y
+        windows = np.sort(np.stack([padded[:, :, a::2, b::2] for a in (0, 1) for b in (0, 1)]), 0)
+        top, second = windows[-1], windows[-2]
+        gaps.append(((top - second)[top > 0] / top[top > 0]).min())
     return min(gaps)
 
 
 def step(backend):
     net = adain_np.Net(VGG, DECODER, backend)
-    losses = net.forward(CONTENT, STYLE, alpha=1.0)
     gap = min_pool_gap(net, backend.to_host)
+    losses = net.forward(CONTENT, STYLE, alpha=1.0)
     grads = net.backward(content_weight=1.0, style_weight=10.0)
     Adam(net.decoder_params, lr=1e-2, backend=backend).step(grads)
     host = {k: backend.to_host(v) for k, v in grads.items()}
@@ -51,12 +57,12 @@ def numpy_step():
 
 def kernel_backend(device):
     if device == "gpu":
-        from adain_np.gpu import gpu_available
+        from adain_np.cuda.gpu import gpu_available
         ok, reason = gpu_available()
         if not ok:
             pytest.skip(f"no GPU: {reason}")
-    from adain_np.kernel_backend import make_backend
-    return make_backend(device)
+    from adain_np.cuda import make_kernel_backend
+    return make_kernel_backend(device)
 
 
 @pytest.mark.parametrize("device", ["emulator", pytest.param("gpu", marks=pytest.mark.gpu)])

@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from adain_np import gpu
 from adain_np.backend import NumpyBackend
-from adain_np.kernel_backend import (CONV_BACKWARD_BIAS_VERSIONS, CONV_BACKWARD_DATA_TILES,
-                                     CONV_BACKWARD_WEIGHT_TILES, CONV_FORWARD_TILES,
-                                     INSTANCE_STATS_VERSIONS, KernelBackend)
+from adain_np.cuda import gpu
+from adain_np.cuda.emulator_launcher import EmulatorLauncher
+from adain_np.cuda import versions
+from adain_np.cuda.kernel_backend import KernelBackend
+from adain_np.cuda.versions import (CONV_BACKWARD_BIAS_VERSIONS, CONV_BACKWARD_DATA_TILES,
+                                    CONV_BACKWARD_WEIGHT_TILES, CONV_FORWARD_TILES,
+                                    INSTANCE_STATS_VERSIONS)
 
 # Tolerances. The kernels accumulate in float32 in their own order (tiles, split-K,
 # shuffle trees); the reference sums the same float32 inputs in float64. Over at most
@@ -49,7 +52,7 @@ def backend(request):
         if not ok:
             pytest.skip(f"no GPU: {reason}")
         return KernelBackend(gpu.CupyLauncher())
-    return KernelBackend(gpu.EmulatorLauncher())
+    return KernelBackend(EmulatorLauncher())
 
 
 def assert_close(got, ref, what=""):
@@ -141,7 +144,25 @@ def test_conv_backward_weight(backend, shape, relu, version, splits):
         backend.split_k_min_chunk = KernelBackend.split_k_min_chunk
     assert dx is None
     assert_close(backend.to_host(dw), dw_ref, f"conv2d_backward_weight_v{version}")
-    assert_close(backend.to_host(db), db_ref, "conv2d_backward_bias_v2")
+    assert_close(backend.to_host(db), db_ref, f"db beside conv2d_backward_weight_v{version}")
+
+
+@pytest.mark.parametrize("splits", ["one", "several"])
+def test_weight_v9_fuses_the_bias_gradient(splits):
+    # v9 writes db itself (per-split partials + sum_splits): no bias kernel is launched.
+    shape = CONV_SHAPES[0]
+    (x, w, b, dy), _, (_, dw_ref, db_ref) = conv_case(shape, True)
+    launcher = RecordingLauncher()
+    backend = KernelBackend(launcher)
+    if splits == "several":
+        backend.split_k_min_chunk = CONV_BACKWARD_WEIGHT_TILES[9].bk
+    _, cache = backend.conv_forward(x, w, b, True, True, version=1)
+    launcher.launched.clear()
+    _, dw, db = backend.conv_backward(dy, cache, need_dx=False, weight_version=9)
+    assert not any("bias" in name for name in launcher.launched), launcher.launched
+    assert launcher.launched.count("sum_splits") == (2 if splits == "several" else 0)
+    assert_close(dw, dw_ref, "dw v9")
+    assert_close(db, db_ref, "db v9")
 
 
 @pytest.mark.parametrize("shape", CONV_SHAPES[:3])
@@ -153,6 +174,23 @@ def test_conv_backward_bias(backend, shape, version):
     _, _, db = backend.conv_backward(dy, cache, need_dx=False, weight_version=1,
                                      bias_version=version)
     assert_close(backend.to_host(db), db_ref, f"conv2d_backward_bias_v{version}")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_backward_bias_v3_in_many_chunks(backend, relu):
+    # Chunks of 7 pixels: planes of 17*23 = 391 pixels end in a partial chunk, most threads
+    # of a block are past the chunk's end, and sum_splits adds N * 56 partials.
+    shape = (2, 3, 6, 17, 23, 3)
+    (x, w, b, dy), _, (_, _, db_ref) = conv_case(shape, relu)
+    x, w, b, dy = to_device(backend, x, w, b, dy)
+    _, cache = backend.conv_forward(x, w, b, True, relu, version=1)
+    backend.bias_chunk = 7
+    try:
+        _, _, db = backend.conv_backward(dy, cache, need_dx=False, weight_version=1,
+                                         bias_version=3)
+    finally:
+        backend.bias_chunk = KernelBackend.bias_chunk
+    assert_close(backend.to_host(db), db_ref, "conv2d_backward_bias_v3")
 
 
 def test_conv_default_versions_and_relu_mask(backend):
@@ -176,7 +214,7 @@ def test_conv_kernels_stay_in_bounds_under_asan():
     # Clamped tile rows/columns and the reflection arithmetic must never read outside the
     # tensors; a plain run would read neighbouring memory silently. AddressSanitizer on
     # exactly sized copies turns such a read into an error. (Emulator only: no GPU here.)
-    backend = KernelBackend(gpu.EmulatorLauncher(sanitize=True))
+    backend = KernelBackend(EmulatorLauncher(sanitize=True))
     shape = (2, 5, 7, 9, 7, 3)
     N, _, _, H, W, _ = shape
     (x, w, b, dy), y_ref, (dx_ref, dw_ref, db_ref) = conv_case(shape, True)
@@ -198,7 +236,7 @@ class RecordingLauncher:
     """The emulator launcher, remembering the names of the kernels launched."""
 
     def __init__(self):
-        self.inner = gpu.EmulatorLauncher()
+        self.inner = EmulatorLauncher()
         self.name, self.xp = self.inner.name, self.inner.xp
         self.launched = []
 
@@ -276,6 +314,40 @@ def test_split_k_covers_every_pixel():
         assert (splits - 1) * chunk < pixels <= splits * chunk
 
 
+def test_wave_model_on_the_issue_shape():
+    # 256 -> 256 at 8x64^2 on 132 SMs, 2 blocks of the 128x128 tile per SM: 2 x 18 tiles,
+    # 32768 pixels. split_k gives 15 splits = 540 blocks = 2.05 waves (3 paid, 68% used).
+    assert KernelBackend.split_k(36, 32768, 8) == (15, 2192)
+    assert versions.waves(540, 132, 2) == 3
+    assert versions.wave_efficiency(540, 132, 2) == pytest.approx(540 / 792)
+    # 22 splits of 1496 pixels: 792 blocks, three whole waves (3 x 1496 < 3 x 2192).
+    assert versions.split_k_by_waves(36, 32768, 8, 132, 2) == (22, 1496)
+    # One tile and few pixels: no split beats the min_chunk floor.
+    assert versions.split_k_by_waves(1, 1500, 8, 132, 2) == (1, 1504)
+
+
+def test_split_k_by_waves_covers_every_pixel_and_prefers_fewer_splits():
+    for tiles, pixels, bk, sms, per_sm in [(1, 100, 16, 132, 2), (8, 524288, 8, 132, 2),
+                                           (300, 5000, 16, 40, 3), (1, 1, 8, 1, 1)]:
+        splits, chunk = versions.split_k_by_waves(tiles, pixels, bk, sms, per_sm)
+        assert chunk % bk == 0 and splits >= 1
+        assert (splits - 1) * chunk < pixels <= splits * chunk
+    # 264 slots and 264 tiles: one full wave already; splitting only adds waves.
+    assert versions.split_k_by_waves(264, 1 << 20, 8, 132, 2)[0] == 1
+
+
+def test_pick_tile_by_waves():
+    tiles = {2: (64, 64, 3, 1.0), 3: (128, 128, 2, 1.0)}
+    # Cin = 64, 8 x 66^2 padded columns: the 128-row tile is half empty (v3: 273 blocks,
+    # 2 waves x 16384; v2: 545 blocks, 2 waves x 4096).
+    assert versions.pick_tile_by_waves(64, 8 * 66 * 66, tiles, 132) == 2
+    # Cin = 256, 8 x 34^2: v3 2 x 73 = 146 blocks (1 wave x 16384); v2 4 x 145 = 580
+    # blocks, 2 waves x 4096 = 8192: the small tile wins unless it is slower per block.
+    assert versions.pick_tile_by_waves(256, 8 * 34 * 34, tiles, 132) == 2
+    assert versions.pick_tile_by_waves(256, 8 * 34 * 34, {2: (64, 64, 3, 0.4), 3: (128, 128, 2, 1.0)},
+                                       132) == 3
+
+
 # ------------------------------------------------------------------------------ pool, upsample
 
 POOL_SHAPES = [(2, 3, 9, 7), (1, 2, 8, 6), (1, 2, 1, 1), (1, 1, 3, 2)]
@@ -313,14 +385,6 @@ def test_upsample(backend, shape):
     np.testing.assert_array_equal(backend.to_host(y), y_ref)  # copies: exact
     assert_close(backend.to_host(dx), REFERENCE.upsample_backward(dy.astype(np.float64),
                                                                   cache_ref), "upsample_backward")
-
-
-def test_relu_backward(backend):
-    rng = rng_for("relu")
-    y = np.maximum(rng.standard_normal((2, 3, 5, 7)), 0).astype(np.float32)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = backend.relu_backward(backend.asarray(dy), backend.asarray(y))
-    np.testing.assert_array_equal(backend.to_host(dx), np.where(y > 0, dy, 0))
 
 
 # ------------------------------------------------------------------------------ statistics

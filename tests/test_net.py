@@ -2,12 +2,16 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import adain_np
 from adain_np.backend import NumpyBackend
-from adain_np.params import DECODER_SHAPES, VGG_SHAPES, init_decoder_params, init_vgg_params
+from adain_np.params import (DECODER_LAYERS, DECODER_SHAPES, ENCODER_END, ENCODER_SHAPES,
+                             ENCODER_SLICES, VGG_LAYERS, VGG_SHAPES, init_decoder_params,
+                             init_vgg_params)
 from helpers import rel_error
-from torch_reference import TorchNet, adaptive_instance_normalization
+from torch_reference import (ENCODER_CUTS, TorchNet, adaptive_instance_normalization, make_decoder,
+                             make_vgg)
 
 VGG = init_vgg_params(seed=0)
 DECODER = init_decoder_params(seed=0)
@@ -58,6 +62,54 @@ def test_net_matches_torch_float64():
     assert abs(loss_c - t_c) < 1e-9 * t_c and abs(loss_s - t_s) < 1e-9 * t_s
     for key, expected in t_grads.items():
         assert rel_error(grads[key], expected) < 1e-9, key
+
+
+def torch_from_table(layers):
+    """What our layer tables (params.py) say, built as torch modules."""
+    make = {"conv": lambda _, cin, cout, k: nn.Conv2d(cin, cout, (k, k)),
+            "pad": lambda _: nn.ReflectionPad2d((1, 1, 1, 1)),
+            "relu": lambda _: nn.ReLU(),
+            "pool": lambda _: nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True),
+            "up": lambda _: nn.Upsample(scale_factor=2, mode="nearest")}
+    return nn.Sequential(*[make[layer[0]](*layer) for layer in layers])
+
+
+def describe(seq):
+    """Every architectural attribute of each module, and the state dict's keys and shapes."""
+    def attrs(m):
+        if isinstance(m, nn.Conv2d):
+            return (m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                    m.dilation, m.groups, m.bias is not None, m.padding_mode)
+        if isinstance(m, nn.ReflectionPad2d):
+            return tuple(m.padding)
+        if isinstance(m, nn.MaxPool2d):
+            return (m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+        if isinstance(m, nn.Upsample):
+            return (m.scale_factor, m.mode, m.size)
+        assert isinstance(m, nn.ReLU), type(m)
+        return ()
+    modules = [(name, type(m).__name__, attrs(m)) for name, m in seq.named_children()]
+    state = {k: tuple(v.shape) for k, v in seq.state_dict().items()}
+    return modules, state
+
+
+def test_our_tables_build_pytorch_adains_networks():
+    # tests/torch_reference.py writes net.py's vgg and decoder out by hand; our tables must
+    # build exactly those modules, so that a wrong table row can't hide on both sides.
+    for layers, reference, shapes in [(VGG_LAYERS, make_vgg(), VGG_SHAPES),
+                                      (DECODER_LAYERS, make_decoder(), DECODER_SHAPES)]:
+        ours, theirs = describe(torch_from_table(layers)), describe(reference)
+        assert len(ours[0]) == len(theirs[0])
+        for mine, ref in zip(ours[0], theirs[0]):
+            assert mine == ref
+        assert ours[1] == theirs[1]
+        assert shapes == theirs[1]  # params.py's shape tables are the state dict's
+    assert ENCODER_SLICES == ENCODER_CUTS and ENCODER_END == ENCODER_CUTS[-1][1] == 31
+    assert ENCODER_SHAPES == describe(make_vgg()[:31])[1]
+    # The comparison can fail: one swapped pair of rows in a table is caught.
+    swapped = list(DECODER_LAYERS)
+    swapped[3], swapped[4] = swapped[4], swapped[3]
+    assert describe(torch_from_table(swapped))[0] != describe(make_decoder())[0]
 
 
 def test_decoder_grads_by_finite_differences():

@@ -2,8 +2,8 @@
 
 The transcription below is test.py's code path with torchvision's transforms and
 save_image written out (torchvision is not installed): PIL for Resize/CenterCrop,
-torch for ToTensor, the network (tests/torch_reference.py builds net.py's modules from
-the same layer tables) and save_image's rounding. Weights are random, saved with
+torch for ToTensor, the network (tests/torch_reference.py writes net.py's modules out
+by hand) and save_image's rounding. Weights are random, saved with
 torch.save in both of torch's formats, so the whole loading path runs.
 
 Most runs call main(argv) in-process for speed; exit codes and stderr are checked
@@ -24,11 +24,10 @@ from PIL import Image
 
 from adain_np import cli
 from adain_np.cli import UserError
-from adain_np.params import (DECODER_LAYERS, ENCODER_SHAPES, VGG_LAYERS, init_decoder_params,
-                             init_vgg_params)
+from adain_np.params import ENCODER_SHAPES, init_decoder_params, init_vgg_params
 from adain_np.stylize import MIN_SIDE, main, select_backend
-from torch_reference import (adaptive_instance_normalization, build_sequential,
-                                      calc_mean_std, load)
+from torch_reference import (adaptive_instance_normalization, calc_mean_std, load, make_decoder,
+                             make_vgg)
 from test_coral_mask import torch_coral
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +45,8 @@ def calibrated_decoder_params(vgg_params, content_path, style_path, size=32, tar
     picture (computed with torch), each channel has mean 0.5 and std `target_std`.
     """
     decoder = init_decoder_params(3)
-    vgg = load(build_sequential(VGG_LAYERS[:31]), {k: vgg_params[k] for k in ENCODER_SHAPES})
-    body = load(build_sequential(DECODER_LAYERS[:-1]),  # everything but the last conv
+    vgg = load(make_vgg()[:31], {k: vgg_params[k] for k in ENCODER_SHAPES})
+    body = load(make_decoder()[:-1],  # everything but the last conv
                 {k: v for k, v in decoder.items() if not k.startswith("28.")})
     tf = transform_of_test_py(size, False)
     with torch.no_grad():
@@ -178,7 +177,7 @@ def torch_style_transfer(vgg, decoder, content, style, alpha=1.0, interpolation_
 
 @functools.lru_cache(maxsize=2)
 def torch_networks(vgg_path, decoder_path):
-    vgg, decoder = build_sequential(VGG_LAYERS), build_sequential(DECODER_LAYERS)
+    vgg, decoder = make_vgg(), make_decoder()
     decoder.eval()
     vgg.eval()
     decoder.load_state_dict(torch.load(decoder_path))
@@ -426,7 +425,7 @@ def test_select_backend():
     backend, text = select_backend("cpu")
     assert backend.name == "numpy" and text == "numpy"
     try:
-        from adain_np.gpu import gpu_available
+        from adain_np.cuda.gpu import gpu_available
         has_gpu = gpu_available()[0]
     except ImportError:
         has_gpu = False
@@ -580,7 +579,7 @@ def test_two_inputs_with_one_output_name_are_refused(files, tmp_path):
 
 def test_a_device_that_is_not_there_is_one_line(files, tmp_path):
     try:
-        from adain_np.gpu import gpu_available
+        from adain_np.cuda.gpu import gpu_available
         if gpu_available()[0]:
             pytest.skip("a GPU is present")
     except ImportError:

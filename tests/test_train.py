@@ -251,7 +251,7 @@ def test_bad_folders_exit_2_with_one_line(data, tmp_path):
     (["--device", "gpu"], "--device gpu is not usable"),
 ])
 def test_bad_flags_exit_2(data, tmp_path, capsys, extra, expected, monkeypatch):
-    monkeypatch.setitem(sys.modules, "adain_np.kernel_backend", types.ModuleType("no_kernels"))
+    monkeypatch.setitem(sys.modules, "adain_np.cuda", types.ModuleType("no_kernels"))
     assert run_cli(train.main, tiny_args(data, tmp_path, 2) + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and expected in err[-1], err
@@ -342,14 +342,14 @@ def test_select_backend(monkeypatch, capsys):
     def make_backend(kind):
         raise RuntimeError(f"no CUDA device for {kind}")
 
-    fake.make_backend = make_backend
-    monkeypatch.setitem(sys.modules, "adain_np.kernel_backend", fake)
+    fake.make_kernel_backend = make_backend
+    monkeypatch.setitem(sys.modules, "adain_np.cuda", fake)
     assert isinstance(train.select_backend("auto"), NumpyBackend)
     assert capsys.readouterr().err.strip() == (
         "note: no usable GPU (no CUDA device for gpu); training on the CPU with NumPy")
     with pytest.raises(UserError, match="--device emulator is not usable: no CUDA device for emulator"):
         train.select_backend("emulator")
-    fake.make_backend = lambda kind: ("backend", kind)
+    fake.make_kernel_backend = lambda kind: ("backend", kind)
     assert train.select_backend("auto") == ("backend", "gpu")
     assert train.select_backend("emulator") == ("backend", "emulator")
 

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from adain_np.params import DECODER_LAYERS, DECODER_SHAPES, init_decoder_params, init_vgg_params
+from adain_np.params import DECODER_SHAPES, init_decoder_params, init_vgg_params
 from adain_np.cli import UserError
 from adain_np.weights import download
+from torch_reference import make_decoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,17 +43,10 @@ def assert_one_line_error(result):
     lines = [line for line in result.stderr.splitlines() if line]
     errors = [line for line in lines if line.startswith("error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert all(line.endswith(" MB") or line.endswith(": ok") for line in lines[:-1]), result.stderr
+    progress = ("vgg_normalised.pth ", "decoder.pth ")  # tqdm's bar lines
+    assert all(line.startswith(progress) or line.endswith(": ok") for line in lines[:-1]), \
+        result.stderr
     return errors[0]
-
-
-def torch_decoder():
-    """pytorch-AdaIN's decoder as an nn.Sequential (what its test.py loads weights into)."""
-    make = {"conv": lambda _, cin, cout, k: torch.nn.Conv2d(cin, cout, (k, k)),
-            "pad": lambda _: torch.nn.ReflectionPad2d((1, 1, 1, 1)),
-            "relu": lambda _: torch.nn.ReLU(),
-            "up": lambda _: torch.nn.Upsample(scale_factor=2, mode="nearest")}
-    return torch.nn.Sequential(*[make[layer[0]](*layer) for layer in DECODER_LAYERS])
 
 
 def torch_state(params):
@@ -69,7 +63,7 @@ def test_export_npz_to_pth_loads_in_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     loaded = torch.load(target, weights_only=True)
     assert list(loaded) == list(DECODER_SHAPES)
-    decoder = torch_decoder()
+    decoder = make_decoder()
     decoder.load_state_dict(loaded)  # strict, as pytorch-AdaIN's test.py does
     for key, tensor in decoder.state_dict().items():
         assert np.array_equal(tensor.numpy(), params[key]), key  # float32 in, float32 out
@@ -334,3 +328,41 @@ def test_download_404(tmp_path, serve):
                                              env={"ADAIN_NP_WEIGHTS_URL": url}))
     assert "Not Found" in line or "404" in line
     assert os.listdir(models) == []
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e300", "nan", "-1", "0"])
+def test_download_timeout_must_be_a_sane_number(tmp_path, timeout):
+    line = assert_one_line_error(run_weights("download", "--dir", tmp_path, "--timeout", timeout))
+    assert "--timeout" in line
+
+
+def test_download_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
+    a_file = tmp_path / "models"
+    a_file.write_bytes(b"not a folder")
+    line = assert_one_line_error(run_weights("download", "--dir", a_file))
+    assert "not a folder" in line and str(a_file) in line
+    # A read-only disk (root ignores chmod, so the refusal is simulated where it happens).
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    with pytest.raises(UserError, match="cannot write there .Read-only file system"):
+        download(tmp_path / "ro", base_url="http://127.0.0.1:9")
+
+
+def test_crafted_download_is_refused_without_leftovers(tmp_path, serve):
+    """The out-of-bounds construction served as decoder.pth: one line, nothing left behind."""
+    from test_fuzz_pth import crafted_cases
+    served = tmp_path / "served"
+    served.mkdir()
+    files = {name: data for name, data, *_ in crafted_cases()}
+    (served / "vgg_normalised.pth").write_bytes(files["build_on_tensor"])
+    (served / "decoder.pth").write_bytes(files["heap_leak_decoder"])
+    url, _ = serve(served)
+    models = tmp_path / "models"
+    line = assert_one_line_error(run_weights("download", "--dir", models,
+                                             env={"ADAIN_NP_WEIGHTS_URL": url}))
+    assert "not valid vgg weights" in line and "sets the state" in line
+    assert os.listdir(models) == []  # no .tmp file

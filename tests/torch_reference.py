@@ -3,37 +3,87 @@
 It lives in tests/ because torch is a test-only dependency: the library never imports it.
 The tests, the lessons' optional torch checks and the torch side of the benchmarks
 (tools/) import it from here.
-It is built from our layer tables (params.py) so both sides walk the same architecture;
-the torch modules themselves (ReflectionPad2d, Conv2d, MaxPool2d ceil_mode, Upsample)
-are torch's own.
+`make_vgg` and `make_decoder` are written out module by module from net.py, on purpose
+independent of our layer tables (params.py): a misplaced layer in those tables then shows
+up as a mismatch against torch instead of on both sides. tests/test_net.py checks that the
+tables build the same modules.
 """
 import numpy as np
 import torch
 import torch.nn as nn
 
-from adain_np.params import DECODER_LAYERS, ENCODER_END, ENCODER_SLICES, VGG_LAYERS
+
+def _pad():
+    return nn.ReflectionPad2d((1, 1, 1, 1))
 
 
-def build_sequential(layers):
-    modules = []
-    for layer in layers:
-        kind = layer[0]
-        if kind == "conv":
-            modules.append(nn.Conv2d(layer[1], layer[2], (layer[3], layer[3])))
-        elif kind == "pad":
-            modules.append(nn.ReflectionPad2d((1, 1, 1, 1)))
-        elif kind == "relu":
-            modules.append(nn.ReLU())
-        elif kind == "pool":
-            modules.append(nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True))
-        elif kind == "up":
-            modules.append(nn.Upsample(scale_factor=2, mode="nearest"))
-    return nn.Sequential(*modules)
+def _conv(cin, cout):
+    return nn.Conv2d(cin, cout, (3, 3))
+
+
+def _pool():
+    return nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True)
+
+
+def _up():
+    return nn.Upsample(scale_factor=2, mode="nearest")
+
+
+def make_vgg():
+    """net.vgg: all 53 modules of vgg_normalised (index = state-dict key prefix)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 3, (1, 1)),                 # 0: RGB [0,1] -> Caffe BGR, mean removed
+        _pad(), _conv(3, 64), nn.ReLU(),         # 1-3: relu1_1
+        _pad(), _conv(64, 64), nn.ReLU(),        # 4-6: relu1_2
+        _pool(),                                 # 7
+        _pad(), _conv(64, 128), nn.ReLU(),       # 8-10: relu2_1
+        _pad(), _conv(128, 128), nn.ReLU(),      # 11-13: relu2_2
+        _pool(),                                 # 14
+        _pad(), _conv(128, 256), nn.ReLU(),      # 15-17: relu3_1
+        _pad(), _conv(256, 256), nn.ReLU(),      # 18-20: relu3_2
+        _pad(), _conv(256, 256), nn.ReLU(),      # 21-23: relu3_3
+        _pad(), _conv(256, 256), nn.ReLU(),      # 24-26: relu3_4
+        _pool(),                                 # 27
+        _pad(), _conv(256, 512), nn.ReLU(),      # 28-30: relu4_1, the last module the encoder uses
+        _pad(), _conv(512, 512), nn.ReLU(),      # 31-33: relu4_2
+        _pad(), _conv(512, 512), nn.ReLU(),      # 34-36: relu4_3
+        _pad(), _conv(512, 512), nn.ReLU(),      # 37-39: relu4_4
+        _pool(),                                 # 40
+        _pad(), _conv(512, 512), nn.ReLU(),      # 41-43: relu5_1
+        _pad(), _conv(512, 512), nn.ReLU(),      # 44-46: relu5_2
+        _pad(), _conv(512, 512), nn.ReLU(),      # 47-49: relu5_3
+        _pad(), _conv(512, 512), nn.ReLU(),      # 50-52: relu5_4
+    )
+
+
+def make_decoder():
+    """net.decoder: all 29 modules, ending on a conv (no final ReLU)."""
+    return nn.Sequential(
+        _pad(), _conv(512, 256), nn.ReLU(),      # 0-2
+        _up(),                                   # 3
+        _pad(), _conv(256, 256), nn.ReLU(),      # 4-6
+        _pad(), _conv(256, 256), nn.ReLU(),      # 7-9
+        _pad(), _conv(256, 256), nn.ReLU(),      # 10-12
+        _pad(), _conv(256, 128), nn.ReLU(),      # 13-15
+        _up(),                                   # 16
+        _pad(), _conv(128, 128), nn.ReLU(),      # 17-19
+        _pad(), _conv(128, 64), nn.ReLU(),       # 20-22
+        _up(),                                   # 23
+        _pad(), _conv(64, 64), nn.ReLU(),        # 24-26
+        _pad(), _conv(64, 3),                    # 27-28
+    )
+
+
+# net.Net's encoder cut: input -> relu1_1 -> relu2_1 -> relu3_1 -> relu4_1.
+ENCODER_CUTS = ((0, 4), (4, 11), (11, 18), (18, 31))
 
 
 def load(seq, params, dtype=torch.float32):
-    state = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in params.items()}
-    seq.load_state_dict(state, strict=False)
+    """Copy a numpy state dict into seq; keys seq lacks (vgg[31:] into vgg[:31]) are skipped,
+    a key it needs and params lack is an error (torch's random init must never slip through)."""
+    own = seq.state_dict()
+    state = {k: torch.tensor(np.asarray(v), dtype=dtype) for k, v in params.items() if k in own}
+    seq.load_state_dict(state, strict=True)
     return seq.to(dtype)
 
 
@@ -59,12 +109,11 @@ class TorchNet(nn.Module):
 
     def __init__(self, vgg_params, decoder_params, dtype=torch.float32):
         super().__init__()
-        vgg = load(build_sequential(VGG_LAYERS[:ENCODER_END]),
-                   {k: v for k, v in vgg_params.items() if int(k.split(".")[0]) < ENCODER_END}, dtype)
-        self.enc = nn.ModuleList([vgg[a:b] for a, b in ENCODER_SLICES])
+        vgg = load(make_vgg()[:ENCODER_CUTS[-1][1]], vgg_params, dtype)
+        self.enc = nn.ModuleList([vgg[a:b] for a, b in ENCODER_CUTS])
         for p in self.enc.parameters():
             p.requires_grad = False
-        self.decoder = load(build_sequential(DECODER_LAYERS), decoder_params, dtype)
+        self.decoder = load(make_decoder(), decoder_params, dtype)
         self.mse_loss = nn.MSELoss()
 
     def encode_with_intermediate(self, x):

@@ -125,9 +125,9 @@ class Env:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
-        from adain_np import gpu
+        from adain_np.cuda import emulator_launcher, gpu
         if dry_run:
-            self.launcher = gpu.EmulatorLauncher()
+            self.launcher = emulator_launcher.EmulatorLauncher()
             self.cp = None
             self.tdev = "cpu"
             self.device = "CPU (dry run: emulator + torch CPU)"
@@ -258,11 +258,28 @@ def measure_peak(env, log):
 
 # ------------------------------------------------------------------------------ 2. convs
 
-def conv_versions():
-    from adain_np.kernel_backend import (CONV_BACKWARD_DATA_TILES, CONV_BACKWARD_WEIGHT_TILES,
-                                 CONV_FORWARD_TILES)
-    return {"forward": sorted(CONV_FORWARD_TILES), "bwd_data": sorted(CONV_BACKWARD_DATA_TILES),
-            "bwd_weight": sorted(CONV_BACKWARD_WEIGHT_TILES)}
+def conv_versions(picked=None):
+    """{op: [versions]}: all of them, or for the ops in picked ({op: {versions}}) only those."""
+    from adain_np.cuda.versions import (CONV_BACKWARD_DATA_TILES, CONV_BACKWARD_WEIGHT_TILES,
+                                        CONV_FORWARD_TILES)
+    every = {"forward": sorted(CONV_FORWARD_TILES), "bwd_data": sorted(CONV_BACKWARD_DATA_TILES),
+             "bwd_weight": sorted(CONV_BACKWARD_WEIGHT_TILES)}
+    if not picked:
+        return every
+    return {op: [v for v in every[op] if v in picked[op]] for op in every if op in picked}
+
+
+def parse_version_picks(items):
+    """["forward=3", "bwd_weight=4"] -> {"forward": {3}, "bwd_weight": {4}}; UserError if unknown."""
+    every = conv_versions()
+    picked = {}
+    for item in items or ():
+        op, _, v = item.partition("=")
+        if op not in every or not v.isdigit() or int(v) not in every[op]:
+            raise UserError(f"--version {item!r}: expected OP=V with OP in {', '.join(every)} "
+                            f"and V one of its versions")
+        picked.setdefault(op, set()).add(int(v))
+    return picked
 
 
 def rel_err(env, got, ref):
@@ -275,7 +292,7 @@ def bench_convs(env, backend, shapes, opts, log, deadline):
     """Rows: one per (shape, op, version or cuDNN)."""
     torch = env.torch
     F = torch.nn.functional
-    versions = conv_versions()
+    versions = conv_versions(getattr(opts, "version_picks", None))
     rows = []
     for shape in shapes:
         N, Cin, Cout, H, W, k, relu = (shape[key] for key in ("N", "Cin", "Cout", "H", "W", "k", "relu"))
@@ -424,7 +441,7 @@ def conv_summary(rows):
 
 def bench_step(env, shapes, tuned, opts, log):
     import adain_np
-    from adain_np.kernel_backend import KernelBackend
+    from adain_np.cuda.kernel_backend import KernelBackend
     from adain_np.optim import Adam
     from torch_reference import TorchNet
     torch = env.torch
@@ -502,7 +519,7 @@ def bench_step(env, shapes, tuned, opts, log):
 
 def bench_stylize(env, opts, log):
     import adain_np
-    from adain_np.kernel_backend import KernelBackend
+    from adain_np.cuda.kernel_backend import KernelBackend
     from torch_reference import TorchNet, adaptive_instance_normalization
     torch = env.torch
     vgg, dec = adain_np.init_vgg_params(0), adain_np.init_decoder_params(0)
@@ -517,8 +534,8 @@ def bench_stylize(env, opts, log):
     env.free()
     try:
         net = adain_np.Net(vgg, dec, KernelBackend(env.launcher))
-        out = adain_np.style_transfer(None, None, content, style, net=net)  # host array
-        ms, n = wall_ms(lambda: adain_np.style_transfer(None, None, content, style, net=net), env.sync, opts)
+        out = net.style_transfer(content, style)  # host array
+        ms, n = wall_ms(lambda: net.style_transfer(content, style), env.sync, opts)
         result["ours"] = dict(ms=ms, reps=n, gflops=flops / ms / 1e6)
         tnet = TorchNet(vgg, dec).to(env.tdev)
 
@@ -633,6 +650,9 @@ def main(argv=None):
                         help="let cuDNN search algorithms (pytorch-AdaIN leaves it off)")
     parser.add_argument("--only", nargs="+", default=["convs", "step", "stylize"],
                         choices=["convs", "step", "stylize"], help="what to run (default: all)")
+    parser.add_argument("--version", nargs="+", metavar="OP=V",
+                        help="time only these conv versions, e.g. forward=3 bwd_weight=4 "
+                             "(op: forward, bwd_data, bwd_weight; default: every version)")
     parser.add_argument("--sets", type=int, default=None, help="input sets rotated per conv case "
                         "(default 3; dry run 2)")
     parser.add_argument("--min-time", type=float, default=None,
@@ -647,6 +667,7 @@ def main(argv=None):
     args.size = args.size or (16 if dry else 256)
     args.stylize_size = args.stylize_size or (16 if dry else 512)
     args.sets = args.sets or (2 if dry else 3)
+    args.version_picks = parse_version_picks(args.version)
     args.min_time = (0.0 if dry else 0.08) if args.min_time is None else args.min_time
     args.min_reps, args.max_reps = (1, 1) if dry else (5, 50)
     for name in ("batch", "size", "stylize_size", "sets"):
@@ -674,7 +695,7 @@ def main(argv=None):
                    rel_tol=REL_TOL, sets=args.sets)
     results["peak"] = measure_peak(env, log)
     shapes = conv_shapes(args.batch, args.size)
-    from adain_np.kernel_backend import KernelBackend
+    from adain_np.cuda.kernel_backend import KernelBackend
     backend = KernelBackend(env.launcher)
     results["convs"] = []
     if "convs" in args.only:

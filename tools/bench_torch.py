@@ -22,7 +22,12 @@ from adain_np.params import init_decoder_params, init_vgg_params  # noqa: E402
 def main(workload, repeats, threads):
     torch.set_num_threads(threads)
     net = TorchNet(init_vgg_params(0), init_decoder_params(0))
-    content, style = (torch.tensor(a) for a in bench_inputs(WORKLOADS[workload][0]))
+    if workload == "bigimage":  # whole-image stylize of a 4K content with a 512x512 style
+        from adain_np.bench_bigimage import SIZES, STYLE_SIDE
+        content = torch.tensor(bench_inputs((1, 3) + SIZES["4K"])[0])
+        style = torch.tensor(bench_inputs((1, 3, STYLE_SIDE, STYLE_SIDE))[1])
+    else:
+        content, style = (torch.tensor(a) for a in bench_inputs(WORKLOADS[workload][0]))
 
     def run():
         if workload == "encoder":

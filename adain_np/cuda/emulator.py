@@ -39,9 +39,16 @@ Execution model
 
 Not emulated
   * No concurrency: blocks never overlap and threads switch only at
-    barriers, collectives and exit. Races between blocks, the memory model
-    and ``__threadfence`` ordering are invisible; atomics are plain
-    read-modify-writes. A thread that spins waiting for another one hangs.
+    barriers, collectives and exit. The memory model and ``__threadfence``
+    ordering are invisible; atomics are plain read-modify-writes. A thread
+    that spins waiting for another one hangs. Races that the ORDER decides
+    (a read and a write of one address in the same barrier interval, blocks
+    reading each other's writes) are found by ``kernel.check_race(grid,
+    block, args)`` (or ``ADAIN_NP_EMU_RACE=1`` for every launch): the launch
+    runs with threads resumed in index order, reversed and in seeded random
+    permutations, and blocks in index, reversed and random order, and any
+    bitwise difference raises EmulatorRaceError naming the kernel and launch.
+    A race no tried order exposes stays hidden.
   * Warp-synchronous code that relies on lockstep execution without
     ``__syncwarp`` or a shuffle behaves like fully independent threads.
   * Floating point is IEEE with no fused multiply-add (``-ffp-contract=off``),
@@ -90,6 +97,13 @@ _MODE_FLAGS = {
              "-fsanitize-sections=emu_shared"],
 }
 _ERROR_DEADLOCK = 2
+# (name, mode, seed) of the schedules check_race compares; mode as emu_set_schedule:
+# 0 thread/block index order, 1 both reversed, 2 seeded random permutations.
+SCHEDULES = (("index order", 0, 0), ("reversed", 1, 0), ("random, seed 1", 2, 1),
+             ("random, seed 2", 2, 2), ("random, seed 3", 2, 3))
+# Every in-process launch goes through check_race when this is true (the race tests set
+# it; ADAIN_NP_EMU_RACE=1 sets it for a whole run).
+RACE_CHECK = os.environ.get("ADAIN_NP_EMU_RACE", "") not in ("", "0")
 _LAUNCH_LOCK = threading.Lock()  # the runtime keeps per-library global state
 _EXTERN_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([A-Za-z_][\w\s:<>*]*?)\s*"
@@ -110,6 +124,10 @@ class EmulatorLaunchError(EmulatorError):
 
 class EmulatorDeadlockError(EmulatorLaunchError):
     """Threads of a block wait at barriers or collectives that can never complete."""
+
+
+class EmulatorRaceError(EmulatorLaunchError):
+    """Two schedules of the same launch gave results that differ bitwise (check_race)."""
 
 
 class EmulatorMemoryError(EmulatorLaunchError):
@@ -301,6 +319,8 @@ class RawKernel:
             lib.emu_last_error.restype = ctypes.c_char_p
             lib.emu_static_shared_bytes.restype = ctypes.c_ulonglong
             lib.emu_launch.restype = ctypes.c_int
+            lib.emu_set_schedule.restype = None
+            lib.emu_set_schedule.argtypes = [ctypes.c_uint, ctypes.c_ulonglong]
             lib.emu_launch.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
                                        ctypes.c_ulonglong, ctypes.POINTER(ctypes.c_void_p)]
             self._lib = lib
@@ -326,8 +346,52 @@ class RawKernel:
         values = self._check_args(args)
         if self.sanitize:
             self._launch_asan(grid3, block3, int(shared_mem), values)
+        elif RACE_CHECK:
+            self._launch_under_schedules(grid3, block3, int(shared_mem), values, SCHEDULES)
         else:
             self._launch_here(grid3, block3, int(shared_mem), values)
+
+    def check_race(self, grid, block, args, shared_mem: int = 0, schedules=SCHEDULES) -> None:
+        """Run the launch once per schedule, each from the arrays as they are now, and compare
+        every array argument bitwise. A difference raises EmulatorRaceError naming the kernel,
+        the launch and the first differing element; otherwise the arrays hold the results.
+
+        This finds what the thread order decides: a read and a write of the same address
+        in one barrier interval (seen in one direction by the plain order only), a block
+        reading what another block writes, two writes of different values. It does not see
+        the memory model or warp-synchronous code (threads still switch only at barriers,
+        collectives and exit), and a race that no tried order exposes stays hidden.
+        """
+        self.compile()
+        grid3, block3 = _dim3(grid, "grid"), _dim3(block, "block")
+        self._check_config(grid3, block3, shared_mem)
+        values = self._check_args(args)
+        self._launch_under_schedules(grid3, block3, int(shared_mem), values, schedules)
+
+    def _launch_under_schedules(self, grid3, block3, shared_mem: int, values: list, schedules) -> None:
+        arrays = [i for i, v in enumerate(values) if isinstance(v, np.ndarray)]
+        initial = [values[i].copy() for i in arrays]
+        first = None
+        for name, mode, seed in schedules:
+            for i, start in zip(arrays, initial):
+                np.copyto(values[i], start)
+            self._launch_here(grid3, block3, shared_mem, values, (mode, seed))
+            outputs = [values[i].copy() for i in arrays]
+            if first is None:
+                first = (name, outputs)
+                continue
+            for i, a, b in zip(arrays, first[1], outputs):
+                differs = a.view(np.uint8).reshape(-1, a.itemsize) != b.view(np.uint8).reshape(-1, b.itemsize)
+                where = np.flatnonzero(differs.any(axis=1))
+                if where.size:
+                    p, k = self._params[i], int(where[0])
+                    raise EmulatorRaceError(
+                        f"kernel '{self.name}' grid {grid3} block {block3}: race: argument {i} "
+                        f"({p.type_text} {p.name}) differs between the schedules '{first[0]}' and "
+                        f"'{name}' at {where.size} of {a.size} elements, first at flat index {k} "
+                        f"({a.reshape(-1)[k].item()!r} vs {b.reshape(-1)[k].item()!r})")
+        for i, result in zip(arrays, first[1]):
+            np.copyto(values[i], result)
 
     def _check_config(self, grid3, block3, shared_mem) -> None:
         threads = block3[0] * block3[1] * block3[2]
@@ -400,15 +464,19 @@ class RawKernel:
         cls = EmulatorDeadlockError if code == _ERROR_DEADLOCK else EmulatorLaunchError
         raise cls(message or f"kernel '{self.name}' failed with code {code}")
 
-    def _launch_here(self, grid3, block3, shared_mem: int, values: list) -> None:
+    def _launch_here(self, grid3, block3, shared_mem: int, values: list, schedule=(0, 0)) -> None:
         lib = self._library()
         storage = [ctypes.c_void_p(v.ctypes.data) if isinstance(v, np.ndarray)
                    else ctypes.create_string_buffer(v, 16) for v in values]
         arg_ptrs = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(s) for s in storage])
         with _LAUNCH_LOCK:
-            rc = lib.emu_launch((ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3),
-                                shared_mem, arg_ptrs)
-            message = lib.emu_last_error().decode(errors="replace") if rc else ""
+            lib.emu_set_schedule(*schedule)
+            try:
+                rc = lib.emu_launch((ctypes.c_uint * 3)(*grid3), (ctypes.c_uint * 3)(*block3),
+                                    shared_mem, arg_ptrs)
+                message = lib.emu_last_error().decode(errors="replace") if rc else ""
+            finally:
+                lib.emu_set_schedule(0, 0)
         if rc:
             self._raise_launch_error(rc, message)
 

@@ -1,13 +1,11 @@
-"""Everything that touches CuPy or NVRTC; the only module of adain_np that imports cupy.
+"""The CuPy launcher and NVRTC; the only module of adain_np that imports cupy.
 
     gpu_available() -> (bool, reason)   is there a usable CUDA GPU (CuPy, driver, device, NVRTC)?
     CupyLauncher()                      kernels/*.cu compiled by CuPy for the current GPU
-    EmulatorLauncher()                  kernels/*.cu compiled by adain_np.emulator for the CPU
-    make_kernel_backend(device)         KernelBackend on "gpu" or "emulator"
     nvrtc_compile(source, filename, options) -> (binary, log)   NVRTC without a GPU
 
-Launchers give ``kernel(cu_file, name) -> callable(grid, block, args, shared_mem=0)``
-and ``xp``, the array module; see kernel_backend.py. ``gpu.cupy`` is the cupy module,
+A launcher gives ``kernel(cu_file, name) -> callable(grid, block, args, shared_mem=0)``
+and ``xp``, the array module (see kernel_backend.py). ``gpu.cupy`` is the cupy module,
 imported on first use so that importing this module stays cheap without a GPU.
 """
 import ctypes
@@ -16,9 +14,7 @@ import importlib
 import os
 import sys
 
-import numpy as np
-
-from .kernel_backend import KernelBackend, KernelCompileError, first_compile_error, kernel_source
+from .source import KernelCompileError, first_compile_error, kernel_source
 
 
 def __getattr__(name):
@@ -143,39 +139,3 @@ class CupyLauncher:
                 raise KernelCompileError(f"{where}\n{log}") from None
             self._modules[cu_file] = module
         return module
-
-
-class EmulatorLauncher:
-    """Compiles each kernel for the CPU with adain_np.emulator.RawKernel; arrays are NumPy."""
-
-    name = "emulator"
-    xp = np
-
-    def __init__(self, options=(), sanitize=None):
-        # sanitize=True: AddressSanitizer builds, each launch on exactly sized copies in a
-        # subprocess, so an out-of-bounds access raises (slow; None follows ADAIN_NP_EMU_ASAN).
-        self.options = tuple(options)
-        self.sanitize = sanitize
-        self._kernels = {}
-
-    def kernel(self, cu_file, name):
-        key = (cu_file, name)
-        kernel = self._kernels.get(key)
-        if kernel is None:
-            from . import emulator
-            kernel = emulator.RawKernel(kernel_source(cu_file), name, options=self.options,
-                                        filename=f"kernels/{cu_file}", sanitize=self.sanitize)
-            self._kernels[key] = kernel
-        return kernel
-
-
-def make_kernel_backend(device):
-    """KernelBackend on "gpu" (CuPy; check gpu_available() first) or "emulator" (CPU)."""
-    if device == "gpu":
-        ok, reason = gpu_available()
-        if not ok:
-            raise RuntimeError(f"no usable GPU: {reason}")
-        return KernelBackend(CupyLauncher())
-    if device == "emulator":
-        return KernelBackend(EmulatorLauncher())
-    raise ValueError(f"device must be 'gpu' or 'emulator', got {device!r}")

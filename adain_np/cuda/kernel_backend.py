@@ -1,98 +1,37 @@
-"""The Backend interface (see backend.py) on the CUDA kernels of kernels/*.cu.
+"""The Backend interface (see backend.py) on the CUDA kernels of kernels/*.cu: the launch wrappers.
 
 ``KernelBackend(launcher)`` runs the kernels through a launcher: ``gpu.CupyLauncher``
-(CuPy arrays on a GPU) or ``gpu.EmulatorLauncher`` (NumPy arrays, the kernels compiled
-for the CPU by adain_np.emulator). This module never imports CuPy: arrays come from
-``launcher.xp``.
+(CuPy arrays on a GPU) or ``emulator_launcher.EmulatorLauncher`` (NumPy arrays, the
+kernels compiled for the CPU). This module never imports CuPy: arrays come from
+``launcher.xp``. Which version runs, and its tile, comes from versions.py.
 
 Kernels receive raw pointers and cannot check anything, so every wrapper here asserts
-float32 and C-contiguity, computes the launch shape, and passes each scalar as
-np.int32 / np.float32 (CuPy would pass a Python int as 64 bits).
+float32, C-contiguity and alignment, computes the launch shape, keeps every size below
+the kernels' 32-bit int indexing, and passes each scalar as np.int32 / np.float32 (CuPy
+would pass a Python int as 64 bits).
 
 Launcher interface:
     name, xp
     kernel(cu_file, kernel_name) -> callable(grid, block, args, shared_mem=0)
 """
 import math
-import os
-import re
 
 import numpy as np
 
-KERNELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
-CU_FILES = ("conv2d_forward.cu", "conv2d_backward.cu", "instance_stats.cu", "adain.cu",
-            "pool_upsample.cu", "adam.cu")
-MAX_ELEMENTS = 2**31 - 1  # the kernels index tensors with int
-THREADS = 256  # block size of the elementwise kernels and of every tiled conv kernel
+from ..stats import EPS
+from . import versions
+from .versions import CONV_BACKWARD_DATA_TILES, CONV_BACKWARD_WEIGHT_TILES, CONV_FORWARD_TILES
 
-# The numbered versions of each conv kernel and their (M, column) tile, for the tests and timings.
-CONV_FORWARD_TILES = {1: None, 2: (16, 16), 3: (64, 64), 4: (128, 128)}
-# (M, N, threads). v4: an 8-row tile for Cin <= 8 (conv1_1's backward-data).
-CONV_BACKWARD_DATA_TILES = {1: None, 2: (64, 64, 256), 3: (128, 128, 256), 4: (8, 128, 64)}
-# (M, N, BK, threads). v4-v7 use the stepping core (gemm_tile_kstep): v4 128x128; v5 64x128
-# for Cout <= 64; v6 64x32 for Cin*k*k <= 32 (conv1_1); v7 8x128 for Cout <= 8 (last decoder conv).
-CONV_BACKWARD_WEIGHT_TILES = {1: None, 2: (64, 64, 16, 256), 3: (128, 128, 8, 256),
-                              4: (128, 128, 8, 256), 5: (64, 128, 8, 128),
-                              6: (64, 32, 16, 128), 7: (8, 128, 8, 64)}
-CONV_OPS = ("forward", "bwd_data", "bwd_weight")
-CONV_BACKWARD_BIAS_VERSIONS = (1, 2)
-INSTANCE_STATS_VERSIONS = (1, 2)
-
-_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
-
-
-class KernelCompileError(RuntimeError):
-    """A kernel source failed to compile; the message names the .cu file and line."""
-
-
-def kernel_source(cu_file):
-    """The source of kernels/<cu_file> with its local #include "..." files inlined.
-
-    Inlining (instead of -I) keeps NVRTC and the emulator's g++ on one self-contained
-    text; #line markers make compiler messages name the original file and line.
-    """
-    path = os.path.join(KERNELS_DIR, cu_file)
-    return _expand(path, seen=())
-
-
-def _expand(path, seen):
-    if path in seen:
-        raise KernelCompileError(f"{path}: #include cycle")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    out = [f'#line 1 "{_display_path(path)}"']
-    for number, line in enumerate(lines, start=1):
-        match = _INCLUDE.match(line)
-        if match:
-            included = os.path.join(os.path.dirname(path), match.group(1))
-            if not os.path.exists(included):
-                raise KernelCompileError(
-                    f"{_display_path(path)}:{number}: included file {match.group(1)!r} not found")
-            out.append(_expand(included, seen + (path,)))
-            out.append(f'#line {number + 1} "{_display_path(path)}"')
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def _display_path(path):
-    # kernels/<file>: short, and the same wherever the repository lives.
-    return os.path.join("kernels", os.path.relpath(path, KERNELS_DIR))
-
-
-_LOG_ERROR = re.compile(r'^(?P<file>[^\s(:]+\.cuh?)\((?P<line>\d+)\): (?:catastrophic )?error: (?P<msg>.*)$'
-                        r'|^(?P<file2>[^\s:]+\.cuh?):(?P<line2>\d+):(?:\d+:)? error: (?P<msg2>.*)$',
-                        re.MULTILINE)
-
-
-def first_compile_error(log):
-    """'kernels/x.cu:LINE: message' for the first error in an NVRTC or g++ log, else None."""
-    match = _LOG_ERROR.search(log or "")
-    if not match:
-        return None
-    if match.group("file"):
-        return f"{match.group('file')}:{match.group('line')}: {match.group('msg').strip()}"
-    return f"{match.group('file2')}:{match.group('line2')}: {match.group('msg2').strip()}"
+THREADS = 256  # block size of the elementwise kernels
+MAX_BLOCK = 1024  # CUDA's limit on threads per block
+# The kernels compute a thread's index as blockIdx.x * blockDim.x + threadIdx.x in 32 bits
+# and index tensors with int. Every launched thread index must fit in an int (else it wraps
+# negative and passes the `idx >= n` test), so a grid's x-extent times the block is capped
+# at 2^31, and so tensors at 2^31 - MAX_BLOCK elements: rounded up to whole blocks, they
+# still fit.
+MAX_THREADS_X = 2**31
+MAX_ELEMENTS = 2**31 - MAX_BLOCK
+ALIGNMENT = 16  # bytes: the widest global access (float4) any kernel may make
 
 
 def _i32(value):
@@ -101,6 +40,12 @@ def _i32(value):
 
 def _f32(value):
     return np.float32(value)
+
+
+def _data_address(array):
+    data = getattr(array, "data", None)
+    ptr = getattr(data, "ptr", None)  # cupy
+    return int(ptr) if ptr is not None else array.ctypes.data
 
 
 def _blocks(count, threads=THREADS):
@@ -112,7 +57,8 @@ class KernelBackend:
 
     conv_version / backward_data_version / backward_weight_version: None picks by shape
     (the fastest version we expect for it); an int forces that version (tests, timings).
-    tuned_versions: optional {(op, Cin, Cout, H, W, k): version}, op in CONV_OPS, consulted
+    tuned_versions: optional {(op, Cin, Cout, H, W, k): version}, op one of
+    "forward", "bwd_data", "bwd_weight", consulted
     before the shape rule (e.g. the per-shape winners that tools/bench_gpu.py measured).
     """
 
@@ -128,6 +74,12 @@ class KernelBackend:
         self.backward_data_version = backward_data_version
         self.backward_weight_version = backward_weight_version
         self.tuned_versions = dict(tuned_versions or {})
+
+    pick_gemm_version = staticmethod(versions.pick_gemm_version)
+    pick_forward_version = staticmethod(versions.pick_forward_version)
+    pick_backward_data_version = staticmethod(versions.pick_backward_data_version)
+    pick_backward_weight_version = staticmethod(versions.pick_backward_weight_version)
+    split_k = staticmethod(versions.split_k)
 
     def _tuned(self, op, Cin, Cout, H, W, k):
         return self.tuned_versions.get((op, int(Cin), int(Cout), int(H), int(W), int(k)))
@@ -151,8 +103,13 @@ class KernelBackend:
             if getattr(arg, "flags", None) is None or not arg.flags.c_contiguous:
                 raise TypeError(f"{name}: argument {arg!r:.60} is neither an np.int32/np.float32 "
                                 "scalar nor a C-contiguous array")
+            if arg.size and _data_address(arg) % ALIGNMENT:
+                raise ValueError(f"{name}: an array argument is not {ALIGNMENT}-byte aligned")
         grid = tuple(int(g) for g in grid)
         block = tuple(int(b) for b in block)
+        if grid[0] * block[0] > MAX_THREADS_X:
+            raise ValueError(f"{name}: {grid[0]} x {block[0]} threads overflow the kernels' "
+                             "32-bit thread index")
         self.launcher.kernel(cu_file, name)(grid, block, tuple(args))
 
     def _check(self, array, name, ndim=None):
@@ -174,41 +131,6 @@ class KernelBackend:
         return self.xp.empty(shape, dtype=np.float32)
 
     # ---------------------------------------------------------------- conv
-
-    @staticmethod
-    def pick_gemm_version(M, cols, small, medium, large, min_blocks=256):
-        """The tiled version for an (M x cols) output: the smallest tile that M fills, and the
-        128x128 tile only when it still gives min_blocks blocks (about two per SM on an H100).
-
-        An untimed guess: tools/gpu_check.sh times every version on the VGG shapes.
-        """
-        if small is not None and M <= 16:
-            return small
-        if M > 64 and math.ceil(M / 128) * math.ceil(cols / 128) >= min_blocks:
-            return large
-        return medium
-
-    # The shape rules below follow the H200 measurements in kernels/PERF.md ("Round 2"):
-    # the winner per VGG shape at batch 8, 256^2, generalised by the dimension that decided it.
-    @classmethod
-    def pick_forward_version(cls, Cout, pixels):
-        if Cout <= 8:   # the decoder's last conv (64 -> 3): a tile would be mostly empty
-            return 1
-        return cls.pick_gemm_version(Cout, pixels, small=2, medium=3, large=4, min_blocks=128)
-
-    @classmethod
-    def pick_backward_data_version(cls, Cin, padded_pixels):
-        if Cin <= 8:    # conv1_1's input (3 channels): the 8-row tile
-            return 4
-        return cls.pick_gemm_version(Cin, padded_pixels, None, 2, 3)
-
-    @staticmethod
-    def pick_backward_weight_version(Cout, cols):
-        if Cout <= 8:   # 8-row tile
-            return 7
-        if cols < 64:   # Cin*k*k = 27 for conv1_1: the narrow-column tile
-            return 6
-        return 4        # pixel index stepped, not divided; double-buffered shared memory
 
     def conv_forward(self, x, w, b, reflect_pad, relu, version=None):
         # x (N, Cin, H, W), w (Cout, Cin, k, k), b (Cout,) -> y (N, Cout, H, W)
@@ -233,8 +155,8 @@ class KernelBackend:
         if tile is None:
             grid, block = _blocks(N * Cout * H * W), (THREADS,)
         else:
-            grid = (math.ceil(N * H * W / tile[1]), math.ceil(Cout / tile[0]))
-            block = (THREADS,)
+            grid = (math.ceil(N * H * W / tile.bn), math.ceil(Cout / tile.bm))
+            block = (tile.threads,)
         self._launch("conv2d_forward.cu", f"conv2d_forward_v{version}", grid, block, args)
         return y, (x, w, y if relu else None, bool(reflect_pad))
 
@@ -254,16 +176,34 @@ class KernelBackend:
         if need_dx:
             dx = self._conv_backward_data(dy, mask, w, dims, data_version)
         if need_dw:
-            dw = self._conv_backward_weight(dy, mask, x, dims, weight_version)
+            dw, db = self._conv_backward_weight(dy, mask, x, dims, weight_version)
+            if db is not None:  # fused into the weight kernel
+                return dx, dw, db
             db = self._empty((Cout,))
             args = (dy, mask, db, _i32(N), _i32(Cout), _i32(H * W), _i32(relu))
             if bias_version == 1:
                 self._launch("conv2d_backward.cu", "conv2d_backward_bias_v1", _blocks(Cout),
                              (THREADS,), args)
-            else:
+            elif bias_version == 2:
                 self._launch("conv2d_backward.cu", "conv2d_backward_bias_v2", (Cout,),
                              (THREADS,), args)
+            else:
+                self._conv_backward_bias_v3(dy, mask, db, N, Cout, H * W, relu)
         return dx, dw, db
+
+    bias_chunk = 4 * 4 * THREADS  # pixels per bias_v3 block: four unrolled steps of the block
+
+    def _conv_backward_bias_v3(self, dy, mask, db, N, Cout, HW, relu):
+        # Partials per (image, pixel chunk), then sum_splits: (Cout, N, chunks) blocks.
+        chunks = math.ceil(HW / self.bias_chunk)
+        splits = N * chunks
+        part = db if splits == 1 else self._empty((splits, Cout))
+        self._launch("conv2d_backward.cu", "conv2d_backward_bias_v3", (Cout, N, chunks),
+                     (THREADS,), (dy, mask, part, _i32(N), _i32(Cout), _i32(HW), _i32(relu),
+                                  _i32(self.bias_chunk)))
+        if splits > 1:
+            self._launch("conv2d_backward.cu", "sum_splits", _blocks(Cout), (THREADS,),
+                         (part, db, _i32(splits), _i32(Cout)))
 
     def _conv_backward_data(self, dy, mask, w, dims, version):
         N, Cin, H, W, Cout, k, _ = dims
@@ -280,8 +220,8 @@ class KernelBackend:
         Hp, Wp = H + k - 1, W + k - 1
         # The gradient of the padded input, (N, Cin, H+2, W+2); for k = 1 it is dx itself.
         dxp = dx if k == 1 else self._empty((N, Cin, Hp, Wp))
-        grid = (math.ceil(N * Hp * Wp / tile[1]), math.ceil(Cin / tile[0]))
-        self._launch("conv2d_backward.cu", f"conv2d_backward_data_v{version}", grid, (tile[2],),
+        grid = (math.ceil(N * Hp * Wp / tile.bn), math.ceil(Cin / tile.bm))
+        self._launch("conv2d_backward.cu", f"conv2d_backward_data_v{version}", grid, (tile.threads,),
                      (dy, mask, w, dxp) + dims)
         if k == 3:
             self._launch("conv2d_backward.cu", "conv2d_backward_fold_reflect",
@@ -301,31 +241,30 @@ class KernelBackend:
         if tile is None:
             self._launch("conv2d_backward.cu", "conv2d_backward_weight_v1",
                          _blocks(Cout * Cin * k * k), (THREADS,), (dy, mask, x, dw) + dims)
-            return dw
-        bm, bn, bk, threads = tile
+            return dw, None
+        bm, bn, bk, threads = tile.bm, tile.bn, tile.bk, tile.threads
         cols = Cin * k * k
         pixels = N * H * W
         splits, k_chunk = self.split_k(math.ceil(Cout / bm) * math.ceil(cols / bn), pixels, bk,
                                        min_chunk=self.split_k_min_chunk)
         part = dw if splits == 1 else self._empty((splits, Cout, Cin, k, k))  # per-split dw
         grid = (math.ceil(cols / bn), math.ceil(Cout / bm), splits)
+        args = (dy, mask, x, part) + dims + (_i32(k_chunk),)
+        db = part_db = None
+        if tile.macro == versions.KSTEP_BIAS:  # db partials (splits, Cout) from column tile 0
+            db = self._empty((Cout,))
+            part_db = db if splits == 1 else self._empty((splits, Cout))
+            args += (part_db,)
         self._launch("conv2d_backward.cu", f"conv2d_backward_weight_v{version}", grid,
-                     (threads,), (dy, mask, x, part) + dims + (_i32(k_chunk),))
+                     (threads,), args)
         if splits > 1:
             count = Cout * cols
             self._launch("conv2d_backward.cu", "sum_splits", _blocks(count), (THREADS,),
                          (part, dw, _i32(splits), _i32(count)))
-        return dw
-
-    @staticmethod
-    def split_k(tiles, pixels, bk, target_blocks=512, min_chunk=1024):
-        """(splits, k_chunk): enough blocks to fill a GPU, each summing at least min_chunk pixels.
-
-        k_chunk is a multiple of bk; the last split may be shorter.
-        """
-        splits = max(1, min(math.ceil(target_blocks / tiles), pixels // min_chunk))
-        k_chunk = math.ceil(math.ceil(pixels / splits) / bk) * bk
-        return math.ceil(pixels / k_chunk), k_chunk
+            if db is not None:
+                self._launch("conv2d_backward.cu", "sum_splits", _blocks(Cout), (THREADS,),
+                             (part_db, db, _i32(splits), _i32(Cout)))
+        return dw, db
 
     # ---------------------------------------------------------------- pool / upsample
 
@@ -371,20 +310,9 @@ class KernelBackend:
                      (THREADS,), (dy, dx, _i32(N * C), _i32(H), _i32(W)))
         return dx
 
-    def relu_backward(self, dy, y):
-        # dy, y (any shape, same) -> dx
-        self._check(dy, "dy")
-        self._check(y, "y")
-        if dy.shape != y.shape:
-            raise ValueError(f"dy shape {dy.shape} does not match y {y.shape}")
-        dx = self._empty(dy.shape)
-        self._launch("pool_upsample.cu", "relu_backward", _blocks(dx.size), (THREADS,),
-                     (dy, y, dx, _i32(dx.size)))
-        return dx
-
     # ---------------------------------------------------------------- statistics, AdaIN
 
-    def mean_std(self, feat, eps=1e-5, version=2):
+    def mean_std(self, feat, eps=EPS, version=2):
         # feat (N, C, H, W) -> mean, std (N, C, 1, 1)
         self._check(feat, "feat", 4)
         N, C, H, W = feat.shape
@@ -450,9 +378,3 @@ class KernelBackend:
         self._launch("adam.cu", "adam_step", _blocks(param.size), (THREADS,),
                      (param, grad, m, v, _i32(param.size), _f32(1 - beta1), _f32(beta2),
                       _f32(1 - beta2), _f32(eps), _f32(step_size), _f32(bias_correction2_sqrt)))
-
-
-def make_backend(device):
-    """A KernelBackend for "gpu" (CuPy; raises when no GPU is usable) or "emulator" (the CPU)."""
-    from .gpu import make_kernel_backend
-    return make_kernel_backend(device)

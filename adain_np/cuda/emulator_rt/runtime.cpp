@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <cstdarg>
 #include <cstdlib>
+#include <utility>
+#include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -65,6 +67,12 @@ const ThreadPublic* g_cur;
 uint3 g_block_idx, g_block_dim, g_grid_dim;
 constexpr size_t kDynSmemMax = 232448;  // 227 KiB: the sm_90 per-block limit
 alignas(256) unsigned char dyn_smem[kDynSmemMax];
+// Schedule fuzzing (emu_set_schedule, used by RawKernel.check_race): the order in which
+// run_block resumes the runnable fibers in each sweep, and the order the blocks run in.
+// 0: thread and block index order; 1: both reversed; 2: seeded random (a fresh fiber
+// permutation every sweep, a random affine permutation of the blocks).
+unsigned g_schedule_mode = 0;
+unsigned long long g_schedule_state = 1;
 
 namespace {
 
@@ -341,12 +349,37 @@ void release_barrier() {
   g_bar_count = 0;
 }
 
+unsigned long long next_random() {  // xorshift64*
+  unsigned long long x = g_schedule_state;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  g_schedule_state = x;
+  return x * 2685821657736338717ull;
+}
+
+std::vector<unsigned> g_sweep_order;
+
+void fill_sweep_order(unsigned n) {
+  g_sweep_order.resize(n);
+  for (unsigned i = 0; i < n; ++i) g_sweep_order[i] = g_schedule_mode == 1 ? n - 1 - i : i;
+  if (g_schedule_mode == 2)
+    for (unsigned i = n; i > 1; --i) std::swap(g_sweep_order[i - 1], g_sweep_order[next_random() % i]);
+}
+
+unsigned long long gcd(unsigned long long a, unsigned long long b) {
+  while (b) { unsigned long long t = a % b; a = b; b = t; }
+  return a;
+}
+
 int run_block() {
   for (unsigned i = 0; i < g_nthreads; ++i) start_fiber(g_fibers[i], i);
   g_exited = g_at_barrier = g_bar_count = 0;
   while (g_exited < g_nthreads) {
     bool ran = false;
-    for (unsigned i = 0; i < g_nthreads; ++i) {
+    fill_sweep_order(g_nthreads);
+    for (unsigned k = 0; k < g_nthreads; ++k) {
+      const unsigned i = g_sweep_order[k];
       if (g_fibers[i].state != kRunnable) continue;
       ran = true;
       resume(g_fibers[i]);
@@ -464,14 +497,25 @@ int launch(const char* name, const unsigned* grid, const unsigned* block,
   __asan_poison_memory_region(dyn_smem + shared_bytes, kDynSmemMax - shared_bytes);
 #endif
   int rc = kOk;
-  for (unsigned z = 0; z < grid[2] && rc == kOk; ++z)
-    for (unsigned y = 0; y < grid[1] && rc == kOk; ++y)
-      for (unsigned x = 0; x < grid[0] && rc == kOk; ++x) {
-        g_block_idx = uint3{x, y, z};
-        poison(static_lo, static_bytes);  // exposes reads before writes and missing barriers
-        poison(dyn_smem, shared_bytes);
-        rc = run_block();
-      }
+  const unsigned long long nblocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+  unsigned long long stride = 1, offset = 0;  // block k runs (stride * k + offset) % nblocks
+  if (g_schedule_mode == 2 && nblocks > 1) {
+    offset = next_random() % nblocks;
+    for (int tries = 0; tries < 64; ++tries) {
+      const unsigned long long a = 1 + next_random() % (nblocks - 1);
+      if (gcd(a, nblocks) == 1) { stride = a; break; }
+    }
+  }
+  for (unsigned long long k = 0; k < nblocks && rc == kOk; ++k) {
+    const unsigned long long linear =
+        g_schedule_mode == 1 ? nblocks - 1 - k
+                             : (unsigned long long)(((unsigned __int128)stride * k + offset) % nblocks);
+    g_block_idx = uint3{(unsigned)(linear % grid[0]), (unsigned)(linear / grid[0] % grid[1]),
+                        (unsigned)(linear / ((unsigned long long)grid[0] * grid[1]))};
+    poison(static_lo, static_bytes);  // exposes reads before writes and missing barriers
+    poison(dyn_smem, shared_bytes);
+    rc = run_block();
+  }
   g_cur = nullptr;
   return rc;
 }
@@ -479,6 +523,10 @@ int launch(const char* name, const unsigned* grid, const unsigned* block,
 }  // namespace emu
 
 extern "C" EMU_EXPORT const char* emu_last_error(void) { return emu::g_error; }
+extern "C" EMU_EXPORT void emu_set_schedule(unsigned mode, unsigned long long seed) {
+  emu::g_schedule_mode = mode;
+  emu::g_schedule_state = (seed * 0x9E3779B97F4A7C15ull) | 1;  // xorshift needs a nonzero state
+}
 extern "C" EMU_EXPORT unsigned long long emu_static_shared_bytes(void) {
   return __start_emu_shared ? (unsigned long long)(__stop_emu_shared - __start_emu_shared) : 0;
 }
