@@ -43,11 +43,16 @@ def _standardized_cov(feat):
     return norm, mean, std, norm @ norm.T + np.eye(3)
 
 
+def coral_transfer(source_cov_eye, target_cov_eye):
+    """The (3, 3) colour map of coral: sqrt(target cov + I) @ inv(sqrt(source cov + I))."""
+    return _mat_sqrt(target_cov_eye) @ np.linalg.inv(_mat_sqrt(source_cov_eye))
+
+
 def coral(source, target):
     """function.py's coral: `source` (3, H, W) recoloured to `target` (3, H', W'); float32 (3, H, W)."""
     source = np.asarray(source)
     source_norm, _, _, source_cov_eye = _standardized_cov(source)  # (3, L_s), (3, 3)
     _, target_mean, target_std, target_cov_eye = _standardized_cov(target)
-    transfer = _mat_sqrt(target_cov_eye) @ np.linalg.inv(_mat_sqrt(source_cov_eye))  # (3, 3)
+    transfer = coral_transfer(source_cov_eye, target_cov_eye)      # (3, 3)
     recoloured = (transfer @ source_norm) * target_std + target_mean  # (3, L_s)
     return recoloured.reshape(source.shape).astype(np.float32)

@@ -325,7 +325,7 @@ def build_dist_trainer(args, cluster):
     settings = single.run_settings(args, encoder)
     if state is not None:
         single.warn_changed_settings(state.meta.get("settings", {}), settings)
-    backend = single.select_backend(args.device)
+    backend = single.backend_for_flag(args.device)
     net = Net(vgg, decoder, backend)
     optimizer = Adam(net.decoder_params, lr=args.lr, backend=backend)
     loader_class = sharded_loader_class()

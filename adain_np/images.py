@@ -178,17 +178,23 @@ def resize_shorter(img, size):
     torchvision's ``_compute_resized_output_size``), PIL bilinear. ``size == 0``
     keeps the image (test.py's convention); the same image object is returned.
     """
-    if size == 0:
-        return img
     if size < 0:
         raise ValueError(f"resize size must be >= 0, got {size}")
-    width, height = img.size
+    new_size = resized_size(*img.size, size)
+    if new_size == img.size:
+        return img  # size 0, or the shorter side already is size: torchvision returns the input too
+    return img.resize(new_size, BILINEAR)
+
+
+def resized_size(width, height, size):
+    """(new_w, new_h) that resize_shorter gives a width x height image; size 0 keeps it."""
+    if size == 0:
+        return width, height
     short, long = (width, height) if width <= height else (height, width)
     if short == size:
-        return img  # torchvision returns the input unchanged here too
+        return width, height
     new_long = int(size * long / short)
-    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
-    return img.resize((new_w, new_h), BILINEAR)
+    return (size, new_long) if width <= height else (new_long, size)
 
 
 def resize_exact(img, size):

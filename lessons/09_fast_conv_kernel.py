@@ -263,8 +263,8 @@ __device__ __forceinline__ void counted_fma() { atomicAdd(&lesson_counts[1], 1ul
 INSTRUMENT = (
     ("acc = fmaf(plane[ih * W + iw], wk[kh * ksize + kw], acc);",
      "counted_fma(); acc = fmaf(counted_load(plane[ih * W + iw]), counted_load(wk[kh * ksize + kw]), acc);"),
-    ("? ld.a(actx[i], k) : 0.f;", "? counted_load(ld.a(actx[i], k)) : 0.f;"),
-    ("? ld.b(bctx[i], k) : 0.f;", "? counted_load(ld.b(bctx[i], k)) : 0.f;"),
+    ("if (!TAIL_SELECT) return k < k_end ? (ld.*load)(c, k) : 0.f;",
+     "if (!TAIL_SELECT) return k < k_end ? counted_load((ld.*load)(c, k)) : 0.f;"),
     ("for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);",
      "for (int j = 0; j < TN; ++j) { counted_fma(); acc[i][j] = fmaf(a[i], b[j], acc[i][j]); }"),
     ("int ksize, int relu)", "int ksize, int relu, unsigned long long* counts)"),

@@ -40,7 +40,8 @@ from adain_np.coral import coral
 from adain_np.images import sample_path
 from adain_np.masked import mask_to_features, masked_adain
 from adain_np.stats import adain_forward, calc_mean_std
-from adain_np.stylize import encode_style, prepare, target_features
+from adain_np.net import adain_target
+from adain_np.stylize import encode_style, prepare
 
 ALPHAS = (0.0, 0.33, 0.67, 1.0)
 INTERPOLATION = ((1.0, 0.0), (0.67, 0.33), (0.33, 0.67), (0.0, 1.0))
@@ -143,23 +144,23 @@ def main():
         return net.decode(feat)[0]                                   # (3, size, size)
 
     rows = {}
-    rows["alpha"] = [(f"style b, alpha {a}", decode(target_features(net, content_feat, [stats_b], a)))
+    rows["alpha"] = [(f"style b, alpha {a}", decode(adain_target(net.backend, content_feat, [stats_b], a)))
                      for a in ALPHAS]
     rows["interpolation"] = [
-        (f"a {w_a} + b {w_b}", decode(target_features(net, content_feat, [stats_a, stats_b], 1.0,
+        (f"a {w_a} + b {w_b}", decode(adain_target(net.backend, content_feat, [stats_a, stats_b], 1.0,
                                                          weights=(w_a, w_b))))
         for w_a, w_b in INTERPOLATION]
     kept_a, kept_b = encode_style(net, style_a_kept), encode_style(net, style_b_kept)
     rows["preserve colour"] = [
-        ("style a, colour not kept", decode(target_features(net, content_feat, [stats_a], 1.0))),
-        ("style a, colour kept", decode(target_features(net, content_feat, [kept_a], 1.0))),
-        ("style b, colour not kept", decode(target_features(net, content_feat, [stats_b], 1.0))),
-        ("style b, colour kept", decode(target_features(net, content_feat, [kept_b], 1.0)))]
+        ("style a, colour not kept", decode(adain_target(net.backend, content_feat, [stats_a], 1.0))),
+        ("style a, colour kept", decode(adain_target(net.backend, content_feat, [kept_a], 1.0))),
+        ("style b, colour not kept", decode(adain_target(net.backend, content_feat, [stats_b], 1.0))),
+        ("style b, colour kept", decode(adain_target(net.backend, content_feat, [kept_b], 1.0)))]
     feat_mask = mask_to_features(mask_img, content_feat.shape[2:])   # (size/8, size/8) bool
     rows["mask"] = [("mask at relu4_1", np.repeat(feat_mask[None].astype(np.float32), 3, axis=0)),
-                    ("a inside, b outside", decode(target_features(net, content_feat, [stats_a, stats_b],
+                    ("a inside, b outside", decode(adain_target(net.backend, content_feat, [stats_a, stats_b],
                                                                    1.0, mask=feat_mask))),
-                    ("b inside, a outside", decode(target_features(net, content_feat, [stats_b, stats_a],
+                    ("b inside, a outside", decode(adain_target(net.backend, content_feat, [stats_b, stats_a],
                                                                    1.0, mask=feat_mask)))]
     # A random decoder turns every t into much the same purple haze, so with random weights
     # the grid shows how far each output moved from g(f(c)) (alpha 0, no style) instead:
@@ -194,7 +195,7 @@ def main():
     everywhere = np.ones(content_feat.shape[2:], dtype=bool)
     lesson.check("masked AdaIN with an all-foreground mask vs AdaIN: max rel difference",
                  rel_error(masked_adain(content_feat, [stats_a, stats_b], everywhere),
-                           target_features(net, content_feat, [stats_a], 1.0)), 1e-5)
+                           adain_target(net.backend, content_feat, [stats_a], 1.0)), 1e-5)
     torch = import_torch()
     if torch is not None:
         from torch_reference import TorchNet, adaptive_instance_normalization as torch_adain
@@ -229,7 +230,7 @@ def main():
                 feat = feat + w * torch_adain(c_t, tnet.encode(torch.from_numpy(s[None])))
             feat = 0.5 * feat + 0.5 * c_t
             ref_out = tnet.decoder(feat).numpy()[0]
-        mine = decode(target_features(net, content_feat, [stats_a, stats_b], 0.5, weights=(0.67, 0.33)))
+        mine = decode(adain_target(net.backend, content_feat, [stats_a, stats_b], 0.5, weights=(0.67, 0.33)))
         lesson.check("interpolation 0.67/0.33, alpha 0.5: max |mine - torch test.py| / max |torch|",
                      rel_error(mine, ref_out), 1e-4)
     else:

@@ -92,3 +92,23 @@ def test_emulator_launcher_builds_one_backward_kernel_with_per_kernel_tiles():
     kernel.compile()
     assert kernel.max_dynamic_shared_size_bytes == 48 * 1024 - kernel._static_shared
     assert 0 < kernel._static_shared < 20 * 1024
+
+
+def test_both_backends_provide_the_backend_protocol():
+    # Compared by signature, not isinstance: runtime Protocol checks only see names.
+    import inspect
+    from adain_np.backend import Backend, NumpyBackend
+    from adain_np.cuda.kernel_backend import KernelBackend
+    methods = [name for name, value in vars(Backend).items()
+               if callable(value) and not name.startswith("_")]
+    assert len(methods) == 12
+    for cls in (NumpyBackend, KernelBackend):
+        for name in methods:
+            want = list(inspect.signature(getattr(Backend, name)).parameters)
+            have = inspect.signature(getattr(cls, name)).parameters
+            # The kernel backend may add keyword options (a kernel version), with defaults.
+            assert list(have)[:len(want)] == want, f"{cls.__name__}.{name}{list(have)} vs {want}"
+            extra = list(have.values())[len(want):]
+            assert all(p.default is not inspect.Parameter.empty for p in extra), (cls, name)
+        for attribute in ("name", "xp"):
+            assert attribute in Backend.__annotations__

@@ -25,27 +25,32 @@ def images(shape, seed):
 # float32: the two sides round differently (BLAS vs torch conv kernels), ~1e-6 per layer.
 # One more effect sets the bound: a max-pool window whose top two values are within
 # float32 rounding can pick different winners on the two sides, which moves ~2e-5 of
-# the gradient. The bound, 1e-4, leaves room for a few such flips.
-FLOAT32_RTOL = 1e-4
+# the gradient. The bound, 1e-4, leaves room for a few such flips.
+# Winograd F(4,3) rounds more: its per-conv norm-relative error is 0.5-1.7e-6 against
+# im2col's ~3e-7 (bench conv-errors), compounded over 14 convs forward and 13 backward,
+# and the near-tie flips above then move more of the gradient: ~2e-4 seen. Bound 1e-3.
+FLOAT32_RTOL = {"im2col": 1e-4, "auto": 1e-3, "winograd": 1e-3}
 
 
+@pytest.mark.parametrize("conv_mode", ["im2col", "auto", "winograd"])
 @pytest.mark.parametrize("shape,alpha", [((2, 3, 64, 48), 1.0), ((1, 3, 67, 45), 0.7)])
-def test_net_losses_and_decoder_grads_match_torch_float32(shape, alpha):
+def test_net_losses_and_decoder_grads_match_torch_float32(shape, alpha, conv_mode):
     content, style = images(shape, seed=shape[2])
-    net = adain_np.Net(VGG, DECODER)
+    net = adain_np.Net(VGG, DECODER, NumpyBackend(conv_mode=conv_mode))
+    rtol = FLOAT32_RTOL[conv_mode]
     loss_c, loss_s = net.forward(content, style, alpha)
     grads = net.backward(content_weight=1.0, style_weight=10.0)
     torch_net = TorchNet(VGG, DECODER)
     t_c, t_s, t_grads = torch_net.decoder_grads(torch.tensor(content), torch.tensor(style), alpha,
                                                 content_weight=1.0, style_weight=10.0)
     assert isinstance(loss_c, float) and isinstance(loss_s, float)
-    assert abs(loss_c - t_c) <= FLOAT32_RTOL * abs(t_c)
-    assert abs(loss_s - t_s) <= FLOAT32_RTOL * abs(t_s)
+    assert abs(loss_c - t_c) <= rtol * abs(t_c)
+    assert abs(loss_s - t_s) <= rtol * abs(t_s)
     assert set(grads) == set(DECODER_SHAPES)
     for key, expected in t_grads.items():
         assert grads[key].shape == expected.shape
         err = rel_error(grads[key], expected)
-        assert err < FLOAT32_RTOL, f"{key}: rel error {err:.2e}"
+        assert err < rtol, f"{key}: rel error {err:.2e}"
 
 
 def test_net_matches_torch_float64():

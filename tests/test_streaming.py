@@ -24,8 +24,8 @@ VGG, DECODER = adain_np.init_vgg_params(0), adain_np.init_decoder_params(0)
 BAND = 8  # the smallest band: one relu4_1 row per band
 # Per dtype, on the float output (its values reach ~15 with these random weights):
 # float32 runs the same ops in a different blocking (GEMM sizes, statistics merged from
-# bands in float64 instead of one float32 reduction): ~2e-5 seen, the bound is
-# 1/255. float64 differs by rounding only: ~3e-14 seen, the bound 1e-9.
+# bands in float64 instead of one float32 reduction): ~2e-5 seen, the bound is one
+# 8-bit level, 1/255. float64 differs by rounding only: ~3e-14 seen, the bound 1e-9.
 TOLERANCE = {np.float32: 1 / 255, np.float64: 1e-9}
 
 
@@ -114,7 +114,7 @@ def test_emulator_backend_equals_whole_image():
     expected = whole.stylize(adain_np.Net(VGG, DECODER), content, [style], 0.9)  # NumPy, whole
     got = stream(net, content, [style], alpha=0.9)
     assert got.shape == expected.shape == (3, 24, 16)
-    # float32 kernels (no FMA contraction on the emulator) against NumPy: the bound.
+    # float32 kernels (no FMA contraction on the emulator) against NumPy: one 8-bit level.
     assert np.abs(got - expected).max() <= 1 / 255
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 from adain_np import cli
 from adain_np.cli import UserError
 from adain_np.params import ENCODER_SHAPES, init_decoder_params, init_vgg_params
-from adain_np.stylize import MIN_SIDE, main, select_backend
+from adain_np.stylize import MIN_SIDE, backend_for_flag, main
 from torch_reference import (adaptive_instance_normalization, calc_mean_std, load, make_decoder,
                              make_vgg)
 from test_coral_mask import torch_coral
@@ -421,8 +421,8 @@ def test_degenerate_masks(files, tmp_path):
 
 # ---------------------------------------------------------------- devices
 
-def test_select_backend():
-    backend, text = select_backend("cpu")
+def test_backend_for_flag():
+    backend, text = backend_for_flag("cpu")
     assert backend.name == "numpy" and text == "numpy"
     try:
         from adain_np.cuda.gpu import gpu_available
@@ -431,10 +431,10 @@ def test_select_backend():
         has_gpu = False
     if has_gpu:
         pytest.skip("a GPU is present: auto picks it, which the GPU tests cover")
-    backend, text = select_backend("auto")
+    backend, text = backend_for_flag("auto")
     assert backend.name == "numpy" and text.startswith("numpy (auto:")
     with pytest.raises(UserError, match="--device gpu"):
-        select_backend("gpu")
+        backend_for_flag("gpu")
 
 
 # ---------------------------------------------------------------- bad input, as the user sees it

@@ -336,7 +336,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(data, tmp_path, mo
 # ---------------------------------------------------------------- backend and encoder
 
 def test_select_backend(monkeypatch, capsys):
-    assert isinstance(train.select_backend("cpu"), NumpyBackend)
+    assert isinstance(train.backend_for_flag("cpu"), NumpyBackend)
     fake = types.ModuleType("fake_kernel_backend")
 
     def make_backend(kind):
@@ -344,14 +344,14 @@ def test_select_backend(monkeypatch, capsys):
 
     fake.make_kernel_backend = make_backend
     monkeypatch.setitem(sys.modules, "adain_np.cuda", fake)
-    assert isinstance(train.select_backend("auto"), NumpyBackend)
+    assert isinstance(train.backend_for_flag("auto"), NumpyBackend)
     assert capsys.readouterr().err.strip() == (
         "note: no usable GPU (no CUDA device for gpu); training on the CPU with NumPy")
     with pytest.raises(UserError, match="--device emulator is not usable: no CUDA device for emulator"):
-        train.select_backend("emulator")
+        train.backend_for_flag("emulator")
     fake.make_kernel_backend = lambda kind: ("backend", kind)
-    assert train.select_backend("auto") == ("backend", "gpu")
-    assert train.select_backend("emulator") == ("backend", "emulator")
+    assert train.backend_for_flag("auto") == ("backend", "gpu")
+    assert train.backend_for_flag("emulator") == ("backend", "emulator")
 
 
 def test_vgg_weights_given_explicitly_are_used(data, tmp_path, capsys):
@@ -397,9 +397,10 @@ def test_progress_bar(tty):
         bar.update(i, 0.5, 20.0, 1e-4)
     bar.close()
     text = stream.text
-    assert "iter 11/13" in text and "iter 13/13" in text and "it/s" in text
-    assert "loss_c 0.5000" in text and "loss_s 20.0000" in text and "ETA 0:00" in text
-    if tty:  # one line redrawn in place, ended once
-        assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "iter 13/13" in text and "it/s" in text
+    assert "loss_c 0.5000" in text and "loss_s 20.0000" in text and "ETA 00:00" in text
+    if tty:  # tqdm: one line redrawn in place (at most every 0.2 s), ended once
+        assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1
     else:  # the first and the last iteration only (the next timed line is an hour away)
+        assert "iter 11/13" in text and "\r" not in text
         assert "iter 12/13" not in text and text.count("\n") == 2
