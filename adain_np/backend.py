@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import conv, layers, optim, stats, winograd
+from . import layers, optim, stats, winograd
 from .stats import EPS
 
 
@@ -119,7 +119,7 @@ class NumpyBackend:
         dx = dw = db = None
         if need_dw:
             padded = layers.reflection_pad2d_forward(x, 1)[0] if reflect_pad else x
-            dw = conv.conv2d_weight_grad(padded, dy, w.shape[2])
+            dw = winograd.weight_grad(padded, dy, w.shape[2])  # im2col; over the pool if one is set
             db = dy.sum(axis=(2, 3)).sum(axis=0)
         if need_dx:
             dx = winograd.valid_conv(path)[1](dy, w)

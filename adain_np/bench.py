@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+from . import winograd
 from .cli import ArgumentParser, UserError, add_conv_flag, apply_conv_flag, run_cli
 
 WORKLOADS = {  # name: (input shape, repeats)
@@ -98,7 +99,7 @@ def _measure(side, workload, args):
         cmd = [sys.executable, _tool("bench_torch.py"), workload, repeats, str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"{side} {workload} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise UserError(f"{side} {workload} failed: {(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -110,24 +111,24 @@ def main(argv=None):
         # has its own flags: see python tools/bench_gpu.py --help.
         return subprocess.run([sys.executable, _tool("bench_gpu.py")] + argv).returncode
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workloads", nargs="*", help=f"any of {sorted(WORKLOADS)}; default: encoder step")
+    parser.add_argument("workloads", nargs="*", help=f"any of {sorted(WORKLOADS)}, or convs / conv-errors alone; default: encoder step")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=0, help="timed runs (after one warm-up)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
                         help="gpu: run tools/bench_gpu.py (kernels vs cuDNN) instead")
     add_conv_flag(parser)
-    parser.add_argument("--pool", type=int, default=0,
-                        help="Winograd blocks over a pool of this many threads with 1-thread BLAS "
-                             "(ADAIN_CONV_THREADS); 0: OpenBLAS's own threads (default)")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="conv blocks over a pool of this many threads with 1-thread BLAS "
+                             "(ADAIN_CONV_THREADS); 0: OpenBLAS's own threads (default: the cores)")
     parser.add_argument("--load", type=int, default=0,
                         help="busy background processes (one core each) during both sides' runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     apply_conv_flag(args)  # ADAIN_CONV for this process and the workers
-    if not 0 <= args.pool <= 64 or not 0 <= args.load <= 64:
+    if not 0 <= (args.pool or 0) <= 64 or not 0 <= args.load <= 64:
         parser.error("--pool and --load must be between 0 and 64")
-    if args.pool:
+    if args.pool is not None:
         os.environ["ADAIN_CONV_THREADS"] = str(args.pool)
     if args.workloads in (["convs"], ["conv-errors"]):  # per-layer conv paths, ours only (bench_convs.py)
         from . import bench_convs
@@ -161,9 +162,11 @@ def main(argv=None):
         return _ours(args.workload, args.repeats)
     print(f"threads={args.threads}  OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
           f"  numpy {np.__version__}  conv={os.environ.get('ADAIN_CONV', 'auto')}"
-          f"  pool={os.environ.get('ADAIN_CONV_THREADS', '0')}  load={args.load}")
+          f"  pool={winograd.pool_threads_from_env()}  load={args.load}")
     # --load: processes that each burn one core while both sides are measured.
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
+    # Each one stops by itself once this process is gone (killed, say), not burning on orphaned.
+    burn = f"import os\nwhile os.getppid() == {os.getpid()}: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(args.load)]
     try:
         rows = _compare(args)
     finally:

@@ -9,6 +9,7 @@ threads are loaded). Each path is also timed with the thread pool (as ADAIN_CONV
 blocks over threads, 1-thread BLAS) against OpenBLAS's own threads. The error table is
 deterministic (seeded inputs and weights).
 """
+import contextlib
 import os
 import time
 
@@ -88,6 +89,19 @@ def _best_time(fn, repeats):
     return best
 
 
+@contextlib.contextmanager
+def _openblas_threads():
+    saved = os.environ.get("ADAIN_CONV_THREADS")
+    os.environ["ADAIN_CONV_THREADS"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["ADAIN_CONV_THREADS"]
+        else:
+            os.environ["ADAIN_CONV_THREADS"] = saved
+
+
 def bench_convs(size=512, repeats=3, pool_threads=None):
     """Time forward and backward-data of every path per unique layer shape; print the table
     and the CONV_RULE that picks the fastest path per shape (forward + backward-data)."""
@@ -103,9 +117,10 @@ def bench_convs(size=512, repeats=3, pool_threads=None):
         w = rng.standard_normal((F, C, 3, 3)).astype(np.float32)    # (F, C, 3, 3)
         dy = rng.standard_normal((1, F, H, W)).astype(np.float32)   # (1, F, H, W)
         times = {}
-        for path in winograd.PATHS:
-            fwd, dx = winograd.valid_conv(path)
-            times[path] = (_best_time(lambda: fwd(x, w), repeats), _best_time(lambda: dx(dy, w), repeats))
+        with _openblas_threads():  # the path columns: OpenBLAS's own threads, no pool
+            for path in winograd.PATHS:
+                fwd, dx = winograd.valid_conv(path)
+                times[path] = (_best_time(lambda: fwd(x, w), repeats), _best_time(lambda: dx(dy, w), repeats))
         pool = _best_time(lambda: winograd.conv2d_valid(x, w, m=4, threads=pool_threads), repeats)
         best = min(winograd.PATHS, key=lambda p: sum(times[p]))
         if best != winograd.DEFAULT_PATH:

@@ -29,8 +29,10 @@ def release_workspaces():
     _workspaces.clear()
 
 
-def _block_rows(C, k, Wo, Ho, itemsize):
-    return int(max(1, min(Ho, BLOCK_BYTES // (C * k * k * Wo * itemsize))))
+def block_rows(C, k, Wo, Ho, itemsize, budget=None):
+    """Output rows per im2col block: as many as fit in budget (default BLOCK_BYTES), 1 to Ho."""
+    budget = BLOCK_BYTES if budget is None else budget
+    return int(max(1, min(Ho, budget // (C * k * k * Wo * itemsize))))
 
 
 def _column_blocks(x, k, Ho, Wo):
@@ -41,7 +43,7 @@ def _column_blocks(x, k, Ho, Wo):
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    rows = _block_rows(C, k, Wo, Ho, x.dtype.itemsize)
+    rows = block_rows(C, k, Wo, Ho, x.dtype.itemsize)
     buf = _workspace(xp, x.dtype, C * k * k * rows * Wo) if k > 1 else None
     for n in range(N):
         for row0 in range(0, Ho, rows):
@@ -49,11 +51,11 @@ def _column_blocks(x, k, Ho, Wo):
             if k == 1:
                 cols = x[n].reshape(C, H * W)[:, row0 * W:(row0 + r) * W]
             else:
-                cols = _im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])
+                cols = im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])
             yield n, row0, r, cols
 
 
-def _im2col_rows(x_n, k, row0, rows, Wo, buf):
+def im2col_rows(x_n, k, row0, rows, Wo, buf):
     # x_n: (C, H, W) -> cols: (C*k*k, R*Wo), ordered (c, ky, kx) like w.reshape(F, C*k*k)
     C = x_n.shape[0]
     cols = buf.reshape(C, k, k, rows, Wo)

@@ -520,7 +520,7 @@ def bench_dist(shape=(8, 3, 256, 256), repeats=3, mpiexec=None):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise UserError(f"dist benchmark with {ranks} ranks failed: "
-                            f"{proc.stderr.strip().splitlines()[-1:]}")
+                            f"{(proc.stderr.strip().splitlines() or ['no message'])[-1]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["blas_threads"] = threads
         rows.append(row)

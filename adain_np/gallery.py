@@ -19,7 +19,7 @@ from PIL import Image
 
 from .backend import DeviceError, select_backend
 from .cli import (DEFAULT_DECODER, DEFAULT_VGG, ArgumentParser, UserError, add_device_flag,
-                  atomic_path, run_cli)
+                  apply_conv_flag, atomic_path, run_cli)
 from .images import ImageError, sample_images, to_uint8
 from .net import Net
 from .stylize import encode_style, prepare, stylize
@@ -130,6 +130,7 @@ Each other cell is the content stylized with the style above it (alpha 1), by {h
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    apply_conv_flag(args)  # a bad ADAIN_CONV is one line here, not a traceback at the first conv
     if args.size < 16:
         raise UserError(f"--size must be at least 16, got {args.size}")
     if not args.timeout > 0:

@@ -38,6 +38,11 @@ class ImageError(ValueError):
 
 # Refused before decoding: far beyond what the networks can process in memory (16384^2).
 MAX_RESIZED_PIXELS = 1 << 28
+# Pillow refuses to open an image of more than 2 * MAX_IMAGE_PIXELS (179 MP by default),
+# which would stop a 16K x 16K content before the streaming path could take it. Its limit
+# is raised to ours (a warning above half of it, an error above it), never lowered.
+if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < MAX_RESIZED_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_RESIZED_PIXELS // 2
 
 
 def resized_size(width, height, size):
@@ -184,17 +189,6 @@ def resize_shorter(img, size):
     if new_size == img.size:
         return img  # size 0, or the shorter side already is size: torchvision returns the input too
     return img.resize(new_size, BILINEAR)
-
-
-def resized_size(width, height, size):
-    """(new_w, new_h) that resize_shorter gives a width x height image; size 0 keeps it."""
-    if size == 0:
-        return width, height
-    short, long = (width, height) if width <= height else (height, width)
-    if short == size:
-        return width, height
-    new_long = int(size * long / short)
-    return (size, new_long) if width <= height else (new_long, size)
 
 
 def resize_exact(img, size):

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .backend import DeviceError, select_backend
 from .cli import (DEFAULT_DECODER, DEFAULT_VGG, ArgumentParser, UserError, add_device_flag,
-                  atomic_path, run_cli)
+                  apply_conv_flag, atomic_path, run_cli)
 from .coral import coral
 from .images import ImageError, center_crop, resize_shorter, to_tensor, to_uint8
 from .net import Net
@@ -373,6 +373,7 @@ def run(args, progress=True):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    apply_conv_flag(args)  # a bad ADAIN_CONV is one line here, not a traceback at the first conv
     start = time.perf_counter()
     path, frames = run(args)
     seconds = time.perf_counter() - start

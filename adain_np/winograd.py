@@ -106,12 +106,31 @@ def filter_transform(w, m):
 
 
 # ----------------------------------------------------------------------------
-# Threads: a small pool over blocks, each GEMM single-threaded (threadpoolctl), as an
-# alternative to OpenBLAS's own threads, chosen by ADAIN_CONV_THREADS (0: OpenBLAS's threading).
+# Threads: a small pool over blocks, each GEMM single-threaded (threadpoolctl), instead of
+# OpenBLAS's own threads. Measured on 2 cores (README, "Speed (CPU)"): about as fast on a
+# quiet machine, and with one busy process on the cores a stylize slowed 1.3x instead of
+# 3.8x, because OpenBLAS's threads spin at their barriers while a peer is descheduled.
+# ADAIN_CONV_THREADS=N sets the pool size; 0 hands the threading back to OpenBLAS.
+
+def default_pool_threads():
+    """The pool size when ADAIN_CONV_THREADS is not set: the BLAS thread count the user or
+    launcher asked for (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS), else the usable cores."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        text = os.environ.get(name, "")
+        if text.isdigit() and int(text) > 0:
+            return min(int(text), 64)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(cores, 64)
+
 
 def pool_threads_from_env():
-    """ADAIN_CONV_THREADS (default 0: OpenBLAS's own threads); a bad value is a ValueError."""
-    text = os.environ.get("ADAIN_CONV_THREADS", "0") or "0"
+    """ADAIN_CONV_THREADS (default: default_pool_threads()); a bad value is a ValueError."""
+    text = os.environ.get("ADAIN_CONV_THREADS", "")
+    if text == "":
+        return default_pool_threads()
     if not text.isdigit() or int(text) > 64:
         raise ValueError(f"ADAIN_CONV_THREADS={text!r}: give a whole number of threads, 0 to 64")
     return int(text)
@@ -164,15 +183,49 @@ def _run_blocks(jobs, threads):
             future.result()
 
 
+def weight_grad(x, dy, k, threads=None):
+    """conv.conv2d_weight_grad, its row blocks spread over the pool when ADAIN_CONV_THREADS > 1.
+
+    x: (N, C, H, W), dy: (N, F, Ho, Wo) -> dw: (F, C, k, k). Each job sums its share of the
+    blocks into its own partial, with its own im2col buffer; the partials are added at the end.
+    """
+    threads = pool_threads_from_env() if threads is None else threads
+    N, C, H, W = x.shape
+    F, Ho, Wo = dy.shape[1:]
+    if threads <= 1 or k == 1:
+        return conv.conv2d_weight_grad(x, dy, k)
+    # The threads share the im2col budget, so the scratch in use is that of one buffer.
+    rows = conv.block_rows(C, k, Wo, Ho, x.dtype.itemsize, conv.BLOCK_BYTES // threads)
+    if N * -(-Ho // rows) < 2 * threads:  # too few blocks: split the rows finer
+        rows = max(1, Ho // -(-2 * threads // N))
+    blocks = [(n, row0, min(rows, Ho - row0)) for n in range(N) for row0 in range(0, Ho, rows)]
+    shares = [blocks[i::2 * threads] for i in range(min(2 * threads, len(blocks)))]
+    # One partial per share, added in share order: which thread runs a share varies from run
+    # to run, and a per-thread sum would make dw (and a resumed run) differ in the last bits.
+    partials = [None] * len(shares)
+
+    def job(i):
+        dw = partials[i] = np.zeros((F, C * k * k), dtype=x.dtype)   # (F, C*k*k)
+        part = _scratch("wgrad_part", (F, C * k * k), x.dtype)
+        buf = _scratch("wgrad", (C * k * k * rows * Wo,), x.dtype)
+        for n, row0, r in shares[i]:
+            cols = conv.im2col_rows(x[n], k, row0, r, Wo, buf[:C * k * k * r * Wo])  # (C*k*k, r*Wo)
+            dy_block = dy[n].reshape(F, Ho * Wo)[:, row0 * Wo:(row0 + r) * Wo]     # (F, r*Wo)
+            np.matmul(dy_block, cols.T, out=part)
+            dw += part
+    _run_blocks([(lambda i=i: job(i)) for i in range(len(shares))], threads)
+    return sum(partials[1:], partials[0]).reshape(F, C, k, k)
+
+
 # ----------------------------------------------------------------------------
 # Forward.
 
-def _block_tile_rows(C, F, a, m, tiles_w, itemsize):
+def _block_tile_rows(C, F, a, m, tiles_w, itemsize, budget):
     # The block's scratch (two regions, see _forward_block) per tile row; all of it stays
     # within BLOCK_BYTES, so it is no bigger than im2col's one buffer.
     per_tile_row = (max(C * m * (tiles_w * m + 2), a * a * C * tiles_w, m * m * F * tiles_w)
                     + a * a * max(C, F) * tiles_w) * itemsize
-    return max(1, BLOCK_BYTES // per_tile_row)
+    return max(1, budget // per_tile_row)
 
 
 def conv2d_valid(x, w, b=None, relu=False, m=4, out=None, threads=None):
@@ -190,8 +243,11 @@ def conv2d_valid(x, w, b=None, relu=False, m=4, out=None, threads=None):
     y = np.empty((N, F, Ho, Wo), dtype=x.dtype) if out is None else out
     U = filter_transform(w, m)                                       # (a^2, F, C)
     AA, _, BB = _krons(m, x.dtype)                                   # (m^2, a^2), (a^2, a^2)
-    R = int(min(th, _block_tile_rows(C, F, a, m, tw, x.dtype.itemsize)))
     threads = pool_threads_from_env() if threads is None else threads
+    # Each pool thread has a block of the full budget: halving it was measured slower.
+    R = int(min(th, _block_tile_rows(C, F, a, m, tw, x.dtype.itemsize, BLOCK_BYTES)))
+    if threads > 1:  # at least two blocks per thread, so a thread that is slowed down is waited for less
+        R = max(1, min(R, th // -(-2 * threads // N)))
     jobs = [(lambda n=n, r0=r0: _forward_block(x, U, b, relu, m, AA, BB, y, n, r0, min(R, th - r0), tw))
             for n in range(N) for r0 in range(0, th, R)]
     _run_blocks(jobs, threads)
@@ -270,7 +326,7 @@ def conv2d_backward(dout, cache):
     # dout: (N, F, Ho, Wo) -> dx (N, C, H, W) by Winograd, dw (F, C, 3, 3) by im2col, db (F,)
     x, w, m = cache
     dx = conv2d_input_grad(dout, w, m=m)
-    dw = conv.conv2d_weight_grad(x, dout, 3)
+    dw = weight_grad(x, dout, 3)
     db = dout.sum(axis=(2, 3)).sum(axis=0)
     return dx, dw, db
 

@@ -1,5 +1,5 @@
 // conv_gemm_tile.cuh: the tiled GEMM cores shared by the tiled conv kernels. Included
-// textually by adain_np.kernel_backend.kernel_source, so NVRTC and the CPU emulator both
+// textually by adain_np.cuda.source.kernel_source, so NVRTC and the CPU emulator both
 // see one file.
 //   gemm_tile        (below) conv2d_forward.cu v2-v4, conv2d_backward.cu data v2-v4, weight v2-v3
 //   gemm_tile_kstep  (at the end) conv2d_backward.cu weight v4-v7: both operands read along

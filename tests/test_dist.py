@@ -85,6 +85,39 @@ def test_two_ranks_equal_one_process_and_resume(tmp_path):
         np.testing.assert_array_equal(d3[key], d2[key], err_msg=key)
 
 
+def test_resume_with_another_world_size_keeps_the_global_batch(tmp_path):
+    tmp = str(tmp_path)
+    one = train(tmp, "one", 0, "--batch_size", "4", "--max_iter", "6", "--save_model_interval", "6")
+    assert one.returncode == 0, one.stderr
+    # Iterations 1-3 in one process, 4-6 on two ranks of 2 images each.
+    first = train(tmp, "mixed", 0, "--batch_size", "4", "--max_iter", "3", "--save_model_interval", "3")
+    assert first.returncode == 0, first.stderr
+    resumed = train(tmp, "mixed", 2, "--batch_size", "4", "--max_iter", "6", "--save_model_interval", "6",
+                    "--resume", os.path.join(tmp, "mixed", "exp", "checkpoint.npz"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "per-rank split changed" in resumed.stderr and "now 2 rank(s) of 2" in resumed.stderr
+    mixed, single = losses(tmp, "mixed"), losses(tmp, "one")
+    assert mixed.shape == single.shape == (6, 2)
+    np.testing.assert_array_equal(mixed[:3], single[:3])  # the same process up to the checkpoint
+    np.testing.assert_allclose(mixed, single, rtol=LOSS_RTOL)
+    d_mixed, d_one = decoder(tmp, "mixed", 6), decoder(tmp, "one", 6)
+    for key in d_one:
+        np.testing.assert_allclose(d_mixed[key], d_one[key], rtol=0, atol=DECODER_ATOL, err_msg=key)
+
+
+def test_a_bad_image_on_one_rank_is_skipped_without_desynchronising(tmp_path):
+    from adain_np.images import sample_dir
+    tmp = str(tmp_path)
+    content = tmp_path / "content"
+    shutil.copytree(sample_dir("content"), content)
+    (content / "aaa_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # sorts first: in the first batches
+    proc = train(tmp, "bad", 2, "--content_dir", str(content), "--style_dir", sample_dir("style"),
+                 "--batch_size", "4", "--max_iter", "4", "--save_model_interval", "4", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping unreadable image" in proc.stderr and "aaa_broken.jpg" in proc.stderr
+    assert len(losses(tmp, "bad")) == 4 and proc.stderr.count("done:") == 1
+
+
 def test_batch_that_does_not_split_is_one_line_exit_2(tmp_path):
     proc = train(str(tmp_path), "odd", 2, "--batch_size", "3", "--max_iter", "2", timeout=120)
     assert proc.returncode == 2
@@ -155,3 +188,37 @@ def test_killed_rank_stops_the_others(tmp_path):
     assert code != 0
     state = load_checkpoint(str(tmp_path / "exp" / "checkpoint.npz"))
     assert state.iteration >= 2
+
+
+def test_ctrl_c_on_the_launcher_stops_every_rank_with_one_good_checkpoint(tmp_path):
+    """SIGINT to mpiexec (what Ctrl-C sends): every rank stops after the same iteration, rank 0
+    saves the checkpoint of that iteration, and the whole run ends within 60 s."""
+    import signal
+    import time
+    from adain_np.checkpoint import load_checkpoint
+    args = MPI + ["-n", "2", sys.executable, "-m", "adain_np.train", *FLAGS, "--dist", "mpi",
+                  "--batch_size", "2", "--max_iter", "1000", "--save_model_interval", "1000",
+                  "--save_dir", "exp", "--log_dir", "logs"]
+    err_path = tmp_path / "stderr.txt"
+    log = tmp_path / "logs" / "losses.csv"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(args, cwd=str(tmp_path), env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 300
+            while not (log.exists() and len(log.read_text().splitlines()) >= 3):  # header + 2 rows
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            interrupted = time.monotonic()
+            code = proc.wait(timeout=60)
+            assert time.monotonic() - interrupted < 60
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = err_path.read_text()
+    assert code != 0 and "Traceback" not in text, text
+    state = load_checkpoint(str(tmp_path / "exp" / "checkpoint.npz"))
+    rows = len(log.read_text().splitlines()) - 1
+    assert state.iteration == rows >= 2, (state.iteration, rows, text)
+    assert "continue with --resume" in text, text

@@ -429,3 +429,28 @@ def test_sample_path_lookup():
     assert sample_path("swirls.png") == sample_path("swirls")
     with pytest.raises(ValueError):
         sample_path("lena")
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose IHDR says width x height and whose pixel data is missing."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_16k_image_gets_past_pillows_bomb_limit_and_a_larger_one_does_not(tmp_path):
+    # 16384^2 is 268 MP, above Pillow's default 179 MP refusal: the streaming path must be
+    # able to open it. The file has no pixels, so decoding fails, but not at the size check.
+    path = tmp_path / "big.png"
+    _png_header_only(path, 16384, 16384)
+    with pytest.raises(images.ImageError) as err:
+        images.load_image(path)
+    assert "exceeds limit" not in str(err.value) and "\n" not in str(err.value)
+    _png_header_only(path, 16384, 16385)
+    with pytest.raises(images.ImageError, match="exceeds limit"):
+        images.load_image(path)

@@ -96,6 +96,28 @@ def test_small_blocks_and_thread_pool(monkeypatch, threads):
         assert rel_error(y, conv.conv2d_valid(x, w, b, relu=True)) < RTOL[np.float64]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_weight_grad_over_the_pool_matches_im2col(shape, threads):
+    # The pooled weight gradient sums the same block products in another grouping.
+    x, w, _ = _inputs(shape, np.float64)
+    N, _, F, H, W = shape
+    dy = np.random.default_rng(1).standard_normal((N, F, H - 2, W - 2))
+    expected = conv.conv2d_weight_grad(x, dy, 3)
+    got = winograd.weight_grad(x, dy, 3, threads=threads)
+    assert got.shape == expected.shape == w.shape
+    assert rel_error(got, expected) < RTOL[np.float64]
+
+
+def test_weight_grad_uses_every_block_once(monkeypatch):
+    # One row per block, 3 images: 3 * 8 blocks over 2 * 2 jobs; a lost or doubled block
+    # would move dw by a whole block's product.
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
+    x = np.random.default_rng(2).standard_normal((3, 4, 10, 7))
+    dy = np.random.default_rng(3).standard_normal((3, 5, 8, 5))
+    assert rel_error(winograd.weight_grad(x, dy, 3, threads=2), conv.conv2d_weight_grad(x, dy, 3)) < 1e-12
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("m", TILES)
 def test_op_pair_against_torch(m, dtype):
@@ -201,7 +223,7 @@ def test_conv_flag_sets_the_backend_default(monkeypatch):
 
 
 # train keeps argparse's own usage error (usage lines, then the error), as train.py does.
-@pytest.mark.parametrize("command, one_line", [("adain_np.stylize", True), ("adain_np.train", False),
+@pytest.mark.parametrize("command, one_line", [("adain_np.stylize", True), ("adain_np.train", True),
                                                ("adain_np.bench", True)])
 def test_a_bad_conv_flag_is_exit_2(command, one_line):
     import subprocess
@@ -212,3 +234,44 @@ def test_a_bad_conv_flag_is_exit_2(command, one_line):
     lines = proc.stderr.strip().splitlines()
     assert "--conv" in lines[-1] and "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 or not one_line, proc.stderr
+
+
+def test_pool_size_follows_the_blas_thread_setting(monkeypatch):
+    for name in ("ADAIN_CONV_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(winograd.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert winograd.pool_threads_from_env() == 3                    # the usable cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert winograd.pool_threads_from_env() == 2
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")                 # an MPI rank with one thread
+    assert winograd.pool_threads_from_env() == 1
+    monkeypatch.setenv("ADAIN_CONV_THREADS", "0")                   # OpenBLAS's own threads
+    assert winograd.pool_threads_from_env() == 0
+    monkeypatch.setenv("ADAIN_CONV_THREADS", "x")
+    with pytest.raises(ValueError, match="ADAIN_CONV_THREADS"):
+        winograd.pool_threads_from_env()
+
+
+@pytest.mark.parametrize("command", ["adain_np.stylize", "adain_np.train", "adain_np.gallery",
+                                     "adain_np.stylize_video", "adain_np.bench"])
+@pytest.mark.parametrize("variable, value", [("ADAIN_CONV", "fastest"), ("ADAIN_CONV_THREADS", "two")])
+def test_a_bad_conv_environment_is_one_line_exit_2_in_every_command(command, variable, value, tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, **{variable: value})
+    required = ["--content_video", "clip.mp4", "--style_path", "style.png"] if command.endswith("video") else []
+    proc = subprocess.run([sys.executable, "-m", command, *required], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and variable in proc.stderr, proc.stderr
+
+
+def test_pooled_weight_grad_is_bit_reproducible():
+    # Resume gives bit-identical losses only if every conv is deterministic under the pool.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 8, 20, 18)).astype(np.float32)
+    dy = rng.standard_normal((4, 6, 18, 16)).astype(np.float32)
+    first = winograd.weight_grad(x, dy, 3, threads=3)
+    for _ in range(5):
+        np.testing.assert_array_equal(winograd.weight_grad(x, dy, 3, threads=3), first)

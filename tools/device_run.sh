@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one script for a lent GPU machine (about 5-6 minutes on an H200). Logs under $OUT.
+# The one script for a GPU machine (about 5-6 minutes on an H200). Logs under $OUT.
 #   1. tools/gpu_predictions.py: the three predictions first (bias v2/v3/fused weight v9 at
 #      Cout=64 8x256^2; relu=True vs relu=False on 64->64@256^2; split_k vs split_k_by_waves
 #      on 256->256@64^2), then cuDNN with allow_tf32=True + benchmark=True on the four

@@ -2,7 +2,7 @@
 and the parsing of compiler logs (NVRTC and the emulator's g++) into 'file:line: message'.
 
 kernels/ sits at the top of the repository. A wheel carries it as adain_np/cuda/kernels
-(pyproject.toml maps the folder into the package); a source tree or an editable install
+(setup.py's build step copies the folder into the package); a source tree or an editable install
 reads the top-level folder.
 """
 import os

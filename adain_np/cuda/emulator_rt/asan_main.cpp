@@ -3,7 +3,7 @@
 //   prog --signature     prints the kernel's parameter description
 //   prog --run DIR       runs the launch described in DIR/request.txt
 //
-// request.txt (written by adain_np/emulator.py):
+// request.txt (written by adain_np/cuda/emulator.py):
 //   grid X Y Z / block X Y Z / shared BYTES
 //   buffers N, then N lines "NBYTES WRITEBACK" (data in DIR/b<i>.bin)
 //   args N, then N lines "P BUFFER" or "S NBYTES HEX"

@@ -1,4 +1,4 @@
-// Prelude for running CUDA C kernels on the CPU (see adain_np/emulator.py).
+// Prelude for running CUDA C kernels on the CPU (see adain_np/cuda/emulator.py).
 // It is included before the kernel source; the source itself is unchanged
 // except that `extern __shared__ T name[];` is rewritten by the Python side.
 #pragma once

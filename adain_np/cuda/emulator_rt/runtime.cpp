@@ -1,4 +1,4 @@
-// Fiber scheduler of the CUDA emulator (see adain_np/emulator.py for the model).
+// Fiber scheduler of the CUDA emulator (see adain_np/cuda/emulator.py for the model).
 //
 // Every CUDA thread of a block is a fiber with its own stack. Blocks run one
 // after another on the calling OS thread. The scheduler runs each runnable
