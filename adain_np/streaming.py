@@ -114,11 +114,6 @@ def available_memory(backend):
 
 # ---------------------------------------------------------------- input rows
 
-def shorter_side_size(width, height, size):
-    """(new_w, new_h) of images.resize_shorter (torchvision Resize(int)); size 0 keeps it."""
-    return resized_size(width, height, size)
-
-
 class ImageRows:
     """An image file as bands of test.py's transformed tensor, (3, r, W) float32 in [0, 1].
 
@@ -134,7 +129,7 @@ class ImageRows:
             img = resize_shorter(img, size)
             img = center_crop(img, size if size else min(img.size))
         self.image = img
-        self.width, self.height = shorter_side_size(*img.size, 0 if crop else size)
+        self.width, self.height = resized_size(*img.size, 0 if crop else size)
         if min(self.width, self.height) < MIN_IMAGE_SIDE:
             how = "" if size == 0 else " after resizing"
             raise ImageError(f"{self.path}: image is {self.width}x{self.height} px{how}; the"
@@ -616,7 +611,7 @@ class StreamPlan:
         if self.args.crop:
             side = size if size else min(width, height)
             return side, side
-        width, height = shorter_side_size(width, height, size)
+        width, height = resized_size(width, height, size)
         return height, width
 
     def wants(self, path, backend=None):

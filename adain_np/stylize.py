@@ -45,7 +45,6 @@ from .streaming import StreamPlan, add_stream_flags
 
 DEFAULT_SAMPLES = ("chelsea", "stained_glass")  # bundled content and style
 RANDOM_SEED = 0
-DOWNLOAD = DOWNLOAD_COMMAND
 
 
 def build_parser():
@@ -267,9 +266,9 @@ def load_weights(args):
 def _how_to_get(path, flag):
     folder, name = os.path.split(os.path.normpath(path))
     if name == os.path.basename(build_parser().get_default(flag)):
-        get = DOWNLOAD if folder == "models" else f"{DOWNLOAD} --dir {folder or '.'}"
+        get = DOWNLOAD_COMMAND if folder == "models" else f"{DOWNLOAD_COMMAND} --dir {folder or '.'}"
         return f"get the published weights with `{get}` (or try --random_weights)"
-    return (f"`{DOWNLOAD}` fetches the published weights into models/"
+    return (f"`{DOWNLOAD_COMMAND}` fetches the published weights into models/"
             " (or try --random_weights)")
 
 
@@ -405,10 +404,9 @@ def main(argv=None):
     start, written, skipped = time.perf_counter(), 0, 0
     stats_cache = {}  # style path -> relu4_1 (mean, std); not with --preserve_color
     # A bar on a terminal only: a log gets the per-image lines, which say as much.
-    bar = tqdm(total=len(jobs), unit="image", desc="stylize", file=sys.stderr, dynamic_ncols=True,
+    bar = tqdm(jobs, unit="image", desc="stylize", file=sys.stderr, dynamic_ncols=True,
                disable=len(jobs) < 2 or not sys.stderr.isatty())
-    for number, (content_path, style_paths, out_path) in enumerate(jobs, 1):
-        bar.update(1 if number > 1 else 0)
+    for number, (content_path, style_paths, out_path) in enumerate(bar, 1):
         job_start = time.perf_counter()
         if plan.wants(content_path, backend):  # in bands of rows, in bounded memory
             if plan.run(net, content_path, style_paths, out_path, weights, mask_img,
@@ -445,7 +443,6 @@ def main(argv=None):
         say(f"[{number}/{len(jobs)}] {os.path.basename(content_path)} +"
             f" {', '.join(os.path.basename(p) for p in style_paths)} -> {out_path}"
             f" ({time.perf_counter() - job_start:.1f} s)")
-    bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
     if written == 0:

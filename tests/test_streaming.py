@@ -204,7 +204,7 @@ def test_shorter_side_size_is_resize_shorters():
     for width, height in ((640, 480), (480, 640), (37, 45), (1000, 333), (512, 512), (3, 1000)):
         for size in (0, 9, 100, 333, 512):
             expected = resize_shorter(img.resize((width, height)), size).size
-            assert streaming.shorter_side_size(width, height, size) == expected
+            assert streaming.resized_size(width, height, size) == expected
 
 
 @pytest.mark.parametrize("size,crop", [(0, False), (23, False), (61, False), (23, True)])
